@@ -79,6 +79,14 @@ class RoutingConfig(_Frozen):
     prior_weight: float = Field(default=20.0, ge=0)
     retry_window_secs: float = Field(default=300.0, ge=0)
 
+    @field_validator("default_mode", mode="before")
+    @classmethod
+    def _alias_spelling(cls, value: object) -> object:
+        # Users copy the router alias (`auto:fast`) into the file; it names the mode `fast`.
+        if isinstance(value, str) and value.startswith("auto:"):
+            return value.removeprefix("auto:")
+        return value
+
 
 class CircuitBreakerConfig(_Frozen):
     failure_threshold: int = Field(default=3, ge=1)
