@@ -1,0 +1,41 @@
+"""What the request path needs of a backend, and the one failure type it raises.
+
+httpx's many exception classes are mapped here, at the upstream boundary, to a
+`TransportFailure` with a `FailureKind`; nothing above this package catches httpx errors.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol
+
+import httpx
+
+
+class FailureKind(StrEnum):
+    CONNECT = "connect"  # refused, reset or closed before the response head
+    TIMEOUT = "timeout"  # no response head, first token or chunk in time
+    PROTOCOL = "protocol"  # the body broke off after the head
+
+
+class TransportFailure(Exception):
+    def __init__(self, kind: FailureKind, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+class Backend(Protocol):
+    name: str
+
+    async def open(self, path: str, body: bytes, api_key: str | None) -> httpx.Response:
+        """Send a POST and return once the response head arrived (body still streaming)."""
+
+    async def aclose(self) -> None: ...
+
+
+def map_transport_error(exc: Exception) -> TransportFailure:
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return TransportFailure(FailureKind.TIMEOUT, type(exc).__name__)
+    if isinstance(exc, httpx.ConnectError):
+        return TransportFailure(FailureKind.CONNECT, type(exc).__name__)
+    return TransportFailure(FailureKind.PROTOCOL, type(exc).__name__)
