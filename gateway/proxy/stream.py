@@ -195,8 +195,10 @@ class StreamSession:
         self.pending.append(event)
         return []
 
-    def commit(self) -> bytes:
+    def commit(self, model: ModelConfig) -> bytes:
         self.committed = True
+        # The head goes out now, naming the backend that is answering at this moment.
+        self.ctx.served_backend = model.backend
         out = b"".join(self.pending)
         self.pending.clear()
         return out
@@ -302,7 +304,7 @@ class _AttemptRelay:
         session = self.session
         events = session.deliver(b"data: " + orjson.dumps(chunk) + b"\n\n")
         if not session.committed and self.tokens >= session.commit_after:
-            events.append(session.commit())
+            events.append(session.commit(self.model))
         return events
 
     def _rewrite(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
@@ -382,7 +384,7 @@ class _AttemptRelay:
         session = self.session
         events: list[bytes] = []
         if not session.committed:
-            events.append(session.commit())
+            events.append(session.commit(self.model))
         self.finish(Signal.SUCCESS)
         if session.ctx.request.include_usage:
             events.append(session.usage_event(self.model.id))

@@ -83,6 +83,9 @@ def test_stream_wire_format_is_data_lines_and_one_done(gateway: str) -> None:
         "model": "alpha", "stream": True, "messages": [{"role": "user", "content": "wire"}],
     }) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-gateway-model"] == "alpha"
+        assert response.headers["x-gateway-backend"] == "a"
+        assert "x-gateway-cost-usd" not in response.headers
         body = response.read().decode()
     events = body.split("\n\n")
     assert events[-1] == ""
