@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -14,10 +15,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import __version__
-from gateway.api import admin, feedback, proxy_routes, system
+from gateway.api import admin, feedback, proxy_routes, reload, system
+from gateway.api.fastpath import ProxyFastPath
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.config.models import GatewayConfig
-from gateway.errors import GatewayError, InvalidRequest, RouteNotFound, error_json
+from gateway.errors import (
+    AuthenticationFailed,
+    GatewayError,
+    InvalidRequest,
+    RouteNotFound,
+    error_json,
+)
+from gateway.keys.reload import KeyReloader
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 
@@ -36,19 +45,25 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await Runtime.start(config, os.environ if env is None else env, clock, metrics)
         runtime.install(app)
+        reloader = KeyReloader(config.backends, runtime.env, runtime.state.keys)
+        app.state.key_reloader = reloader
+        uninstall_sighup = reloader.install_sighup(asyncio.get_running_loop())
         try:
             yield
         finally:
+            uninstall_sighup()
             await runtime.stop()
 
     app = FastAPI(
         title="LLM gateway", version=__version__, lifespan=lifespan,
         docs_url=None, redoc_url=None, openapi_url=None,
     )
+    # Added first so that it runs inside RequestIdMiddleware (the last added is outermost).
+    app.add_middleware(ProxyFastPath)
     app.add_middleware(RequestIdMiddleware, in_flight=metrics.in_flight)
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
-    for module in (proxy_routes, system, admin, feedback):
+    for module in (proxy_routes, system, admin, reload, feedback):
         app.include_router(module.router)
     return app
 
@@ -63,6 +78,13 @@ async def _gateway_error(request: Request, error: GatewayError) -> Response:
 
 
 async def _http_error(request: Request, error: HTTPException) -> Response:
+    if request.url.path.startswith("/v1/") and error.status_code in (404, 405):
+        # Every /v1/* route needs a client key: without one, a stranger learns nothing,
+        # not even which routes exist.
+        try:
+            request.app.state.auth.client_for(request)
+        except AuthenticationFailed as failed:
+            return await _gateway_error(request, failed)
     if error.status_code == 404:
         mapped: GatewayError = RouteNotFound(f"no route {request.method} {request.url.path}")
     elif error.status_code == 405:

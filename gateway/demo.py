@@ -1,4 +1,9 @@
-"""`gateway demo`: the gateway and the simulated demo models in one process, no keys needed."""
+"""`gateway demo`: the gateway and the simulated demo models in one process, no keys needed.
+
+The demo routes with benchmark priors (sim/demo_priors.json: each demo model's per-task
+quality and latency, in the contract's priors format), so `auto` sends code to the strong
+model and classification to the cheap one from the first request instead of exploring.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,15 @@ from gateway.config.models import (
     FailoverConfig,
     GatewayConfig,
     ModelConfig,
+    RoutingConfig,
     ServerConfig,
     StateConfig,
     Task,
 )
 from gateway.sim.demo import demo_models, demo_sim_options
 from gateway.sim.server import build_sim_server
+
+DEMO_PRIORS = Path(__file__).parent / "sim" / "demo_priors.json"
 
 SNIPPET = """\
 from openai import OpenAI
@@ -50,6 +58,7 @@ def demo_config(sim_base_url: str, host: str = "127.0.0.1", port: int = 8080) ->
         ))
     return GatewayConfig(
         server=ServerConfig(host=host, port=port),
+        routing=RoutingConfig(priors_file=DEMO_PRIORS),
         failover=FailoverConfig(max_retries=3, first_token_timeout_secs=5.0, idle_timeout_secs=5.0),
         state=StateConfig(path=Path("gateway-demo-state.db")),
         backends=(BackendConfig(name="sim", base_url=sim_base_url, timeout_secs=10.0),),

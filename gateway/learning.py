@@ -4,12 +4,23 @@ Outcomes of every attempt update the book; the router reads it to rank candidate
 is shared through the store as summed counters (alpha, beta and call increments) plus EMA
 records (last writer wins), and the seed each (model, task) started from is kept as a record
 too, so a restart rebuilds exactly the posterior it had: seed + every recorded increment.
+
+Persistence with `state.backend = "memory"`: `sync` (every second) moves the increments into
+the memory store, which snapshots to `state.path` every `state.snapshot_interval_secs` and at
+shutdown, so a kill -9 loses at most one sync plus one snapshot interval of statistics.
+`check_learned_state` opens and validates the priors file and the state file before the
+server starts, so `gateway serve` reports a bad one as one line (exit 2): a corrupt or foreign
+state file is an error, never a silent reset.
+
+Priors seed a model only while it has no observed calls (StatsBook.seed), so a restart with
+the same or another priors file never overwrites what was learned.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 
 from gateway.config.models import ClientConfig, GatewayConfig, Mode, ModelConfig, Task
@@ -18,7 +29,7 @@ from gateway.routing.priors import apply_priors, load_priors
 from gateway.routing.scoring import ScoreInput, rank
 from gateway.routing.stats import QualitySignal, StatsBook, parse_stats_key, stats_key
 from gateway.routing.tasks import TaskEstimate
-from gateway.spend.guard import cost_micros
+from gateway.store import sqlite_snapshot
 from gateway.store.base import StateStore
 
 log = logging.getLogger("gateway.routing")
@@ -29,8 +40,16 @@ _QUALITY = {
     Signal.SERVER_ERROR: QualitySignal.SERVER_ERROR,
     Signal.CLIENT_ERROR: QualitySignal.CLIENT_ERROR,
     Signal.TIMEOUT: QualitySignal.TIMEOUT,
-    Signal.RETRIED: QualitySignal.RETRIED,
 }
+
+
+def check_learned_state(config: GatewayConfig, now: float | None = None) -> None:
+    """Validate what `Learning` will load, before the server starts: the priors file (a
+    malformed one raises ConfigError; a missing one is no priors) and, for the memory store,
+    the state file (StoreCorrupt unless it is empty, new or ours). Blocking: call it at start."""
+    load_priors(config.routing.priors_file)
+    if config.state.backend == "memory":
+        sqlite_snapshot.open_or_create(config.state.path, time.time() if now is None else now)
 
 
 class Learning:
@@ -42,9 +61,14 @@ class Learning:
         self._clock = clock
         self.book = StatsBook(models=[m.id for m in config.models])
         self.router = Router(self.book, random.Random())
+        self._ema_synced: dict[str, dict[str, float | None]] = {}
         self._priors = load_priors(config.routing.priors_file)
-        if config.routing.priors_file is not None and not self._priors:
-            log.info("no benchmark priors loaded from %s", config.routing.priors_file)
+        priors_file = config.routing.priors_file
+        if priors_file is not None and not priors_file.exists():
+            log.info("routing.priors_file %s does not exist: routing starts without benchmark "
+                     "priors", priors_file)
+        elif priors_file is not None and not self._priors:
+            log.info("routing.priors_file %s holds no results", priors_file)
 
     async def load(self) -> None:
         for name, base in (await self._store.get_records("stats_base")).items():
@@ -53,6 +77,7 @@ class Learning:
                 self.book.set_base(*key, float(base["alpha"]), float(base["beta"]))  # type: ignore[arg-type]
         counters = await self._store.get_counters("stats")
         self.book.apply_remote(counters, await self._store.get_records("stats_ema"))
+        self._ema_synced = self.book.ema_records()
         seeded = apply_priors(
             self.book, self._priors, self._config.models, self._config.routing.prior_weight
         )
@@ -66,6 +91,9 @@ class Learning:
                     )
 
     def on_outcome(self, outcome: AttemptOutcome) -> None:
+        """One attempt's outcome into the book. `retried` is skipped here: FeedbackDesk
+        records it through `penalise_retry`, which knows whether the request was rated or
+        penalised already, and publishes it only for the metrics."""
         signal = _QUALITY.get(outcome.signal)
         if signal is None:
             return
@@ -89,10 +117,14 @@ class Learning:
         except Exception:
             self.book.requeue_deltas(dict(deltas[pushed:]))
             raise
+        # Only EMAs that moved here since the last round: re-sending an unchanged (possibly
+        # adopted) value would overwrite a newer one another replica just wrote.
         for name, record in self.book.ema_records().items():
-            await self._store.put_record("stats_ema", name, dict(record))
+            if self._ema_synced.get(name) != record:
+                await self._store.put_record("stats_ema", name, dict(record))
         counters = await self._store.get_counters("stats")
         self.book.apply_remote(counters, await self._store.get_records("stats_ema"))
+        self._ema_synced = self.book.ema_records()
 
     def status_of(self, model_id: str) -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}
@@ -127,13 +159,17 @@ class Router:
         max_output_tokens: int,
         client: ClientConfig | None,
     ) -> list[ModelConfig]:
+        if len(models) <= 1:
+            return list(models)
         task = estimate.task
-        book = self._book
+        get, reliability = self._book.get, self._book.reliability
         inputs = [
             ScoreInput.from_stats(
                 m.id,
-                book.get(m.id, task),
-                cost_micros(m, prompt_tokens, max_output_tokens) / 1_000_000,
+                get(m.id, task),
+                # USD as a float: the scorer compares ratios, so no rounding to micro-dollars.
+                (prompt_tokens * m.input_per_mtok + max_output_tokens * m.output_per_mtok) / 1e6,
+                reliability(m.id),
             )
             for m in models
         ]

@@ -11,6 +11,7 @@ writes and closes the store, which persists its snapshot.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Mapping
 
@@ -20,7 +21,7 @@ from gateway.api.auth import Authenticator
 from gateway.config.models import GatewayConfig
 from gateway.feedback import FeedbackDesk
 from gateway.keys.pool import KeyPool
-from gateway.keys.resolve import resolve_backend_keys
+from gateway.keys.reload import resolve_all, warn_missing
 from gateway.learning import Learning
 from gateway.metrics import Metrics
 from gateway.outcome import AttemptOutcome, OutcomeBus, Signal
@@ -72,21 +73,20 @@ class Runtime:
         def set_circuit(model: str, circuit: CircuitState) -> None:
             metrics.circuit.labels(model).set(GAUGE_VALUE[circuit])
 
-        def set_available(backend: str, count: int) -> None:
-            metrics.keys_available.labels(backend).set(count)
-
         model_ids = [m.id for m in config.models]
         breakers = BreakerBoard(
             config.circuit_breaker, model_ids, store, writes, clock, on_change=set_circuit
         )
         for model_id in model_ids:
             set_circuit(model_id, CircuitState.CLOSED)
-        resolutions = {b.name: resolve_backend_keys(b, env) for b in config.backends}
-        keys = KeyPool(resolutions, store, writes, clock, on_available=set_available)
-        for resolution in resolutions.values():
-            for variable in resolution.missing:
-                log.warning("backend %s: key variable %s is not set (env or keyring)",
-                            resolution.backend, variable)
+        resolutions = resolve_all(config.backends, env)
+        keys = KeyPool(resolutions, store, writes, clock)
+        warn_missing(resolutions)
+        for b in config.backends:
+            # Read at scrape time: a cooldown that simply expires is reflected without an event.
+            metrics.keys_available.labels(b.name).set_function(
+                functools.partial(keys.available_count, b.name)
+            )
         learning = Learning(config, store, clock)
         backends: dict[str, Backend] = {b.name: OpenAIBackend(b) for b in config.backends}
         state = AppState(
@@ -138,12 +138,18 @@ class Runtime:
         store = self.state.store
         self.state.breakers.apply_remote(await store.get_records("breaker"))
         cooldowns = await store.get_records("key_cooldown")
-        unusable = set(await store.get_records("key_unusable"))
+        unusable = await store.get_records("key_unusable")
         self.state.keys.apply_remote(cooldowns, unusable)
+        self.state.keys.merge_counters(await store.get_counters("keys"))
 
     async def _sync_forever(self) -> None:
+        # A fixed cadence, not "sleep after each round": the staleness bound other replicas
+        # see (one interval for records, two for statistics) must not drift with store latency.
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(SYNC_INTERVAL_SECS)
+            due = max(due + SYNC_INTERVAL_SECS, loop.time())
+            await asyncio.sleep(due - loop.time())
             try:
                 await self.learning.sync()
                 await self._pull()

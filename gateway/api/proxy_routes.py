@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway.api.deps import gateway_state
+from gateway.config.models import ClientConfig
 from gateway.errors import GatewayError, RequestTooLarge
 from gateway.proxy.context import RequestContext
 from gateway.proxy.plan import plan_request
@@ -60,6 +61,7 @@ async def proxy(request: Request, endpoint: Endpoint) -> Response:
     logger: RequestLogger = request.app.state.request_logger
     request_id = request_id_of(request)
     ctx: RequestContext | None = None
+    client: ClientConfig | None = None
     started = time.perf_counter()
     try:
         client = request.app.state.auth.client_for(request)
@@ -71,13 +73,13 @@ async def proxy(request: Request, endpoint: Endpoint) -> Response:
         )
         ctx = RequestContext(request_id, client, parsed, plan.estimate.task, plan.mode,
                              started=started)
-        request.app.state.feedback.before_request(ctx)
         if parsed.stream:
             response: Response = await open_stream(state, ctx, plan.candidates)
         else:
             response = await run_unary(state, ctx, plan.candidates)
     except GatewayError as error:
-        logger.finished(endpoint, ctx, error.status_code, started, error=error)
+        logger.finished(endpoint, ctx, error.status_code, started, error=error,
+                        request_id=request_id, client=None if client is None else client.name)
         raise
     if isinstance(response, StreamingResponse):
         response.body_iterator = logger.wrap_stream(endpoint, ctx, started, response.body_iterator)

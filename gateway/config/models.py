@@ -40,6 +40,15 @@ class ServerConfig(_Frozen):
     log_prompts: bool = False
     drain_timeout_secs: float = Field(default=30.0, ge=0)
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        # Checked here so a typo is a config error (exit 2), not a traceback from logging.
+        level = value.strip().upper()
+        if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
 
 class SpendLimits(_Frozen):
     per_request_usd: float | None = Field(default=None, ge=0)

@@ -8,6 +8,7 @@ inside this call, which the contract does not count as a retry.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -22,9 +23,10 @@ from gateway.outcome import AttemptOutcome, Signal
 from gateway.proxy.context import RequestContext
 from gateway.proxy.request import UPSTREAM_PATH
 from gateway.resilience.breaker import Admission
+from gateway.secrets import mask
 from gateway.spend.guard import Reservation
 from gateway.state import AppState
-from gateway.upstream.base import FailureKind, TransportFailure
+from gateway.upstream.base import FailureKind, TransportFailure, UpstreamBody
 
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -63,7 +65,7 @@ class AttemptFailed(Exception):
 class OpenAttempt:
     admitted: Admitted
     lease: KeyLease
-    response: httpx.Response
+    response: UpstreamBody
     started: float
     started_wall: float
 
@@ -118,8 +120,6 @@ async def open_attempt(
     state: AppState, ctx: RequestContext, admitted: Admitted, body: bytes
 ) -> OpenAttempt:
     model = admitted.model
-    backend = state.backends[model.backend]
-    path = UPSTREAM_PATH[ctx.request.endpoint]
     rejected: frozenset[str] = frozenset()
     while True:
         lease = state.keys.lease(model.backend, rejected)
@@ -127,28 +127,52 @@ async def open_attempt(
             raise AttemptFailed(Signal.SERVER_ERROR, "no usable key", no_key=True)
         started, started_wall = time.perf_counter(), time.time()
         try:
-            response = await backend.open(path, body, lease.api_key)
-        except TransportFailure as broken:
+            opened = await _send(state, ctx, admitted, lease, body, started, started_wall)
+        except asyncio.CancelledError:
+            # The client left (or the server stops) before the head was handled: the key and
+            # the reservation must not stay held by a request that no longer exists.
             lease.release()
-            signal = Signal.TIMEOUT if broken.kind is FailureKind.TIMEOUT else Signal.SERVER_ERROR
-            publish(state, ctx, admitted, lease, signal, started, started_wall,
-                    error_kind=broken.kind.value)
-            raise AttemptFailed(signal, str(broken)) from None
-        if response.status_code < 300:
-            return OpenAttempt(admitted, lease, response, started, started_wall)
-        failure = await _classify(response)
+            state.spend.settle(admitted.reservation, 0)
+            publish(state, ctx, admitted, lease, Signal.CANCELLED, started, started_wall)
+            raise
+        if opened is not None:
+            return opened
+        rejected = rejected | {lease.ref or ""}
+
+
+async def _send(
+    state: AppState,
+    ctx: RequestContext,
+    admitted: Admitted,
+    lease: KeyLease,
+    body: bytes,
+    started: float,
+    started_wall: float,
+) -> OpenAttempt | None:
+    """The attempt on one key; None when the upstream rejected that key (401/403)."""
+    backend = state.backends[admitted.model.backend]
+    try:
+        response = await backend.open(UPSTREAM_PATH[ctx.request.endpoint], body, lease.api_key)
+    except TransportFailure as broken:
         lease.release()
-        key_rejected = response.status_code in (401, 403)
-        publish(state, ctx, admitted, lease, failure.signal, started, started_wall,
-                status=response.status_code, retry_after=failure.retry_after,
-                key_unusable=key_rejected)
-        if key_rejected and lease.ref is not None:
-            rejected = rejected | {lease.ref}
-            continue
-        raise failure
+        signal = Signal.TIMEOUT if broken.kind is FailureKind.TIMEOUT else Signal.SERVER_ERROR
+        publish(state, ctx, admitted, lease, signal, started, started_wall,
+                error_kind=broken.kind.value)
+        raise AttemptFailed(signal, str(broken)) from None
+    if response.status_code < 300:
+        return OpenAttempt(admitted, lease, response, started, started_wall)
+    failure = await _classify(response, lease.api_key)
+    lease.release()
+    key_rejected = response.status_code in (401, 403)
+    publish(state, ctx, admitted, lease, failure.signal, started, started_wall,
+            status=response.status_code, retry_after=failure.retry_after,
+            key_unusable=key_rejected)
+    if key_rejected and lease.ref is not None:
+        return None
+    raise failure
 
 
-async def _classify(response: httpx.Response) -> AttemptFailed:
+async def _classify(response: UpstreamBody, api_key: str | None) -> AttemptFailed:
     status = response.status_code
     try:
         raw = await _read_bounded(response)
@@ -157,6 +181,9 @@ async def _classify(response: httpx.Response) -> AttemptFailed:
     finally:
         await response.aclose()
     message, code, error_type = _error_fields(raw)
+    if api_key:
+        # An upstream that echoes the key in its error text must not hand it to the client.
+        message = message.replace(api_key, mask(api_key))
     if status == 429:
         return AttemptFailed(Signal.RATE_LIMITED, "upstream rate limited",
                              retry_after=parse_retry_after(response.headers.get("retry-after")))
@@ -171,7 +198,7 @@ async def _classify(response: httpx.Response) -> AttemptFailed:
     return AttemptFailed(Signal.SERVER_ERROR, f"upstream answered {status}")
 
 
-async def _read_bounded(response: httpx.Response) -> bytes:
+async def _read_bounded(response: UpstreamBody) -> bytes:
     raw = b""
     async for chunk in response.aiter_bytes():
         raw += chunk

@@ -4,7 +4,8 @@ A candidate is skipped when its circuit does not admit it, its backend has no us
 every key is cooling after a 429, its spend estimate does not fit a limit, it timed out
 earlier in this request (a silent model is not retried), or an earlier answer said the
 context is too long and it has no larger context window. `max_retries` bounds the further
-upstream attempts after the first, continuations included.
+upstream attempts after the first, continuations included. A 429 cools only the key that got
+it: while the backend has another ready key, the same model is offered again next.
 
 When the queue runs dry after 429s whose Retry-After fits `failover.max_wait_secs`, it waits
 for the earliest one once and scans again; otherwise `exhausted()` picks the contract's
@@ -34,7 +35,7 @@ class CandidateQueue:
     def __init__(self, state: AppState, ctx: RequestContext, candidates: list[ModelConfig]):
         self._state = state
         self._ctx = ctx
-        self._candidates = candidates
+        self._candidates = list(candidates)  # a model may be offered again (another key)
         self._position = 0
         self.attempts_left = 1 + state.config.failover.max_retries
         self.attempts_made = 0
@@ -81,8 +82,12 @@ class CandidateQueue:
         try:
             reservation = await state.spend.reserve(self._ctx.client, estimate)
         except SpendLimitExceeded as exceeded:
+            state.breakers.abandon(admission)  # a probe admitted here must not wedge the circuit
             self._spend_error = self._spend_error or exceeded
             return None
+        except BaseException:
+            state.breakers.abandon(admission)
+            raise
         return Admitted(model, admission, reservation)
 
     def failed(self, admitted: Admitted, failure: AttemptFailed) -> None:
@@ -96,6 +101,11 @@ class CandidateQueue:
         if failure.context_exceeded:
             self._min_context = max(self._min_context, admitted.model.context_window)
         if failure.signal is Signal.RATE_LIMITED:
+            if self._state.keys.available_count(admitted.model.backend) > 0:
+                # Only the key that answered 429 is cooling: the same model on another of
+                # its backend's keys is the next candidate (an attempt in the budget).
+                self._candidates.insert(self._position, admitted.model)
+                return
             wait = 60.0 if failure.retry_after is None else failure.retry_after
             self._rate_limit_waits.append(wait)
 

@@ -3,7 +3,9 @@
 Explicit model id: that model, then its `fallbacks` (those the client may use). Router alias
 (`auto`, `auto:fast`, `auto:best`, or `X-Gateway-Mode`): the router ranks the models the
 client may use that serve the task, whose circuit is not open, that have a usable key and
-whose estimated cost fits the per-request limits; the ranking is the failover order.
+whose estimated cost fits the per-request limits (and, while any other is left, whose keys
+are not all cooling after 429s); the ranking is the failover order. Window limits (hourly,
+daily) are checked per candidate when the queue reserves, so one that does not fit is skipped.
 """
 
 from __future__ import annotations
@@ -46,9 +48,8 @@ def plan_request(
 def _estimate(request: ClientRequest, task_header: str | None) -> TaskEstimate:
     if request.endpoint is Endpoint.EMBEDDINGS:
         return TaskEstimate(Task.EMBED, 0.0)
-    guessed = infer_task(request.endpoint.value, request.body)
-    forced = parse_task_header(task_header)
-    return guessed if forced is None else TaskEstimate(forced, guessed.difficulty)
+    # A forced task (X-Gateway-Task) gets that task's difficulty, not the guessed one's.
+    return infer_task(request.endpoint.value, request.body, forced=parse_task_header(task_header))
 
 
 def _explicit(state: AppState, client: ClientConfig | None, model_id: str) -> list[ModelConfig]:
@@ -94,6 +95,9 @@ def _routed(
             state.spend.estimate(m, request.prompt_tokens_estimate, max_output) for m in usable
         )
         state.spend.check_per_request(client, cheapest)
+    # A model whose keys are all cooling would only be skipped by the queue: rank the others,
+    # unless none is left (then the queue answers 429 with the earliest Retry-After).
+    ready = [m for m in eligible if state.keys.cooling_until(m.backend) is None]
     return state.router.rank(
-        eligible, mode, estimate, request.prompt_tokens_estimate, max_output, client
+        ready or eligible, mode, estimate, request.prompt_tokens_estimate, max_output, client
     )

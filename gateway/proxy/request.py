@@ -68,7 +68,8 @@ def parse_body(endpoint: Endpoint, raw: bytes) -> ClientRequest:
         model=model,
         stream=stream,
         include_usage=include_usage,
-        max_output_tokens=_max_tokens(body),
+        # An embedding has no output tokens; the default output estimate would overcharge it.
+        max_output_tokens=0 if endpoint is Endpoint.EMBEDDINGS else _max_tokens(body),
         # About four bytes per token; JSON overhead makes this a slight overestimate,
         # which is the safe side for spend reservations.
         prompt_tokens_estimate=len(raw) // 4 + 1,

@@ -44,6 +44,8 @@ from gateway.resilience.continuation import (
     PrefixMismatch,
     continuation_body,
     other_form,
+    remaining_tokens,
+    strip_repeated_tool_headers,
 )
 from gateway.resilience.failover_log import MoveKind
 from gateway.state import AppState
@@ -68,7 +70,9 @@ class StreamSession:
         self.stream_id: str | None = None
         self.created: int | None = None
         self.text = ""  # text the client has (or, before commit, will get at commit)
-        self.tool_delivered = False
+        self.tokens_sent = 0  # content tokens in `text`, for the continuation's max_tokens
+        self.tool_delivered = False  # some tool-call arguments reached the client
+        self.tool_headers: set[int] = set()  # tool-call indexes whose id/name went out
         self.role_sent = False
         self.pending: list[bytes] = []
         self.failure: AttemptFailed | _StreamBroke | PrefixMismatch | None = None
@@ -95,27 +99,36 @@ class StreamSession:
                 return
             if self.ctx.first_model is None:
                 self.ctx.first_model = admitted.model.id
+            # Decided before the attempt: a retry that commits is still a retry.
+            kind: MoveKind = "continuation" if self.committed else "retry"
             attempt = await self._open(admitted)
             if attempt is not None:
                 self.failure = None
                 async with aclosing(self._relay(attempt)) as relayed:
                     async for event in relayed:
                         yield event
-            self._record_move(previous, admitted.model.id, succeeded=self.failure is None)
+            self._record_move(previous, admitted.model.id, kind, succeeded=self.failure is None)
             if self.failure is None:
                 return
-            if isinstance(self.failure, AttemptFailed):
-                self.queue.failed(admitted, self.failure)
-            elif self.failure.__class__ is _StreamBroke and self.failure.signal is Signal.TIMEOUT:
-                self.queue.failed(admitted, AttemptFailed(Signal.TIMEOUT, "stream went silent"))
+            # Every failure counts for the exhaustion status (a stream cut before the first
+            # byte on every candidate is a 502, not "no backend available").
+            self.queue.failed(admitted, _as_attempt_failure(self.failure))
             if self.committed and (self.tool_delivered or isinstance(self.failure, PrefixMismatch)):
                 yield sse_error_event(UpstreamError(_cannot_continue(self.failure)))
+                return
+            if self.committed and remaining_tokens(self.ctx.request, self.tokens_sent) == 0:
+                # Cut right after the last allowed token: the answer is complete at its limit.
+                yield self.length_event(admitted.model.id)
+                if self.ctx.request.include_usage:
+                    yield self.usage_event(admitted.model.id)
+                yield DONE_EVENT
                 return
             previous = admitted.model.id
 
     async def _open(self, admitted: Admitted) -> OpenAttempt | None:
         """Open an attempt, retrying a rejected continuation once in the other form."""
         form = self._form(admitted.model)
+        retried = False
         while True:
             body = self._body(admitted.model, form)
             try:
@@ -131,7 +144,8 @@ class StreamSession:
                         return None
                     raise client_error from None
                 # A 4xx to our own continuation request is never the client's error.
-                form = other_form(form) if form is not None else None
+                form = other_form(form) if form is not None and not retried else None
+                retried = True
                 if form is None or self.queue.attempts_left <= 0:
                     failure.client_error = None
                     return None
@@ -145,8 +159,8 @@ class StreamSession:
                     return None
 
     def _form(self, model: ModelConfig) -> Form | None:
-        if not self.committed:
-            return None
+        if not self.committed or not self.text:
+            return None  # nothing to continue from (e.g. a restarted tool call): start over
         if not self.include_prefix:
             return "original"
         if self.chat:
@@ -155,7 +169,10 @@ class StreamSession:
 
     def _body(self, model: ModelConfig, form: Form | None) -> bytes:
         request = self.ctx.request
-        body = request.body if form is None else continuation_body(request, form, self.text)
+        if form is None:
+            body = request.body
+        else:
+            body = continuation_body(request, form, self.text, self.tokens_sent)
         body = {**body, "model": model.upstream_name}
         # Ask for usage always: spend is settled from it even when the client did not ask.
         options = body.get("stream_options")
@@ -185,8 +202,10 @@ class StreamSession:
     def _reset_uncommitted(self) -> None:
         self.pending.clear()
         self.text = ""
+        self.tokens_sent = 0
         self.role_sent = False
         self.tool_delivered = False
+        self.tool_headers.clear()
 
     def deliver(self, event: bytes) -> list[bytes]:
         """Queue or release an event; returns what to send to the client now."""
@@ -206,15 +225,31 @@ class StreamSession:
     def first_token_timeout(self, model: ModelConfig) -> float:
         return model.first_token_timeout_secs or self.default_first_token
 
-    def _record_move(self, previous: str | None, to_model: str, *, succeeded: bool) -> None:
+    def _record_move(
+        self, previous: str | None, to_model: str, kind: MoveKind, *, succeeded: bool
+    ) -> None:
         if previous is None:
             return
-        kind: MoveKind = "continuation" if self.committed and self.text else "retry"
         self.ctx.failovers += 1
         self.state.failover_log.record(self.ctx.request_id, previous, to_model, kind, succeeded)
         self.state.metrics.failovers.labels(
             previous, to_model, "success" if succeeded else "failure"
         ).inc()
+
+    def length_event(self, model_id: str) -> bytes:
+        choice: dict[str, object] = {"index": 0, "finish_reason": "length"}
+        if self.chat:
+            choice["delta"] = {}
+        else:
+            choice["text"] = ""
+        chunk = {
+            "id": self.stream_id,
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "created": self.created,
+            "model": model_id,
+            "choices": [choice],
+        }
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def usage_event(self, model_id: str) -> bytes:
         ctx = self.ctx
@@ -245,6 +280,7 @@ class _AttemptRelay:
         if session.committed and session.text:
             required = not session.include_prefix
             self.gate = PrefixGate(session.text, required=required)
+        self.announced = frozenset(session.tool_headers)  # tool headers earlier attempts sent
         self.tokens = 0
         self.delivered_tokens = 0
         self.usage: tuple[int, int] | None = None
@@ -347,10 +383,16 @@ class _AttemptRelay:
             if session.role_sent:
                 del delta["role"]
             session.role_sent = True
-        if delta.get("tool_calls"):
+        calls = delta.get("tool_calls")
+        if calls and isinstance(calls, list):
             self._count_token()
-            if session.committed or self.tokens >= session.commit_after:
+            # A restart must not repeat the id and name the client already has (SDKs would
+            # concatenate them); only arguments make a tool call impossible to restart.
+            if strip_repeated_tool_headers(calls, self.announced, session.tool_headers) and (
+                session.committed or self.tokens >= session.commit_after
+            ):
                 session.tool_delivered = True
+                self.delivered_tokens += 1
         content = delta.get("content")
         if isinstance(content, str) and content:
             delta["content"] = self._gated(content)
@@ -367,6 +409,7 @@ class _AttemptRelay:
         if text:
             self.delivered_tokens += 1
             self.session.text += text
+            self.session.tokens_sent += 1
         return text
 
     def _count_token(self) -> None:
@@ -415,6 +458,13 @@ class _AttemptRelay:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _as_attempt_failure(failure: AttemptFailed | _StreamBroke | PrefixMismatch) -> AttemptFailed:
+    if isinstance(failure, AttemptFailed):
+        return failure
+    signal = failure.signal if isinstance(failure, _StreamBroke) else Signal.SERVER_ERROR
+    return AttemptFailed(signal, str(failure))
 
 
 def _cannot_continue(failure: object) -> str:

@@ -53,8 +53,7 @@ async def run_unary(
             continue
         _record_move(state, ctx, previous, admitted.model.id, True)
         payload["model"] = admitted.model.id
-        usage = payload.get("usage")
-        prompt, completion = _usage_tokens(usage)
+        prompt, completion = _billed_tokens(ctx, payload)
         finish_attempt(state, ctx, attempt, Signal.SUCCESS, prompt, completion, ttft_s=None)
         return Response(
             orjson.dumps(payload),
@@ -75,6 +74,13 @@ async def _read_json(
                 raw += chunk
                 if len(raw) > _MAX_UPSTREAM_BODY:
                     break
+    except asyncio.CancelledError:
+        # Nobody waits for this answer any more: free the key and refund the reservation.
+        attempt.lease.release()
+        state.spend.settle(attempt.admitted.reservation, 0)
+        publish(state, ctx, attempt.admitted, attempt.lease, Signal.CANCELLED,
+                attempt.started, attempt.started_wall, status=response.status_code)
+        raise
     except TimeoutError:
         attempt.lease.release()
         publish(state, ctx, attempt.admitted, attempt.lease, Signal.TIMEOUT,
@@ -100,6 +106,30 @@ async def _read_json(
                 error_kind="malformed_json", malformed_events=1)
         raise AttemptFailed(Signal.SERVER_ERROR, "upstream answered malformed JSON")
     return payload
+
+
+def _billed_tokens(ctx: RequestContext, payload: dict) -> tuple[int, int]:
+    """The upstream's usage; without one, tokens counted by the gateway (spend must not be 0)."""
+    usage = payload.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+        return _usage_tokens(usage)
+    texts: list[str] = []
+    choices = payload.get("choices")
+    for choice in choices if isinstance(choices, list) else []:
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        content = message.get("content") if isinstance(message, dict) else choice.get("text")
+        if isinstance(content, str):
+            texts.append(content)
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        for call in calls if isinstance(calls, list) else []:
+            function = call.get("function") if isinstance(call, dict) else None
+            arguments = function.get("arguments") if isinstance(function, dict) else None
+            if isinstance(arguments, str):
+                texts.append(arguments)
+    # About four characters a token, the same rule the prompt estimate uses.
+    return ctx.request.prompt_tokens_estimate, sum(-(-len(t) // 4) for t in texts)
 
 
 def _usage_tokens(usage: object) -> tuple[int, int]:

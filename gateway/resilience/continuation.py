@@ -9,6 +9,15 @@ Forms of the continuation request (the contract's rules):
 - `failover.include_prefix = false`: the original request unchanged; the new answer must
   start with the text already sent and is relayed from the point where it passes it.
 
+A continuation request that carries the text so far asks for `max_tokens` (or
+`max_completion_tokens`) minus the tokens already delivered, since upstreams count the limit
+per response; the original request (`include_prefix = false`) regenerates the whole answer and
+keeps the original limit. `remaining_tokens` == 0 means the answer already reached its limit.
+
+A tool call is restarted, never continued (`strip_repeated_tool_headers`): a restart must not
+repeat the id and name the client already has, and arguments that reached the client make a
+restart impossible.
+
 PrefixGate removes an echo of the text already sent from the start of a continuation (models
 asked to continue often repeat it). Invariant: the client never receives a character twice,
 and with `required` it never receives text spliced onto a prefix that does not match.
@@ -33,10 +42,27 @@ class PrefixMismatch(Exception):
     """A restarted answer does not begin with the text already sent."""
 
 
-def continuation_body(request: ClientRequest, form: Form, text: str) -> dict[str, Any]:
+_LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
+
+
+def remaining_tokens(request: ClientRequest, delivered: int) -> int | None:
+    """Output tokens the answer may still have after `delivered` of them (None: no limit)."""
+    if request.max_output_tokens is None:
+        return None
+    return max(0, request.max_output_tokens - delivered)
+
+
+def continuation_body(
+    request: ClientRequest, form: Form, text: str, delivered_tokens: int = 0
+) -> dict[str, Any]:
     body = dict(request.body)
     if form == "original":
         return body
+    remaining = remaining_tokens(request, delivered_tokens)
+    if remaining is not None:
+        for field in _LIMIT_FIELDS:
+            if body.get(field) is not None:
+                body[field] = max(1, remaining)
     if request.endpoint is Endpoint.CHAT:
         messages = list(body["messages"])
         if form == "assistant":
@@ -47,6 +73,29 @@ def continuation_body(request: ClientRequest, form: Form, text: str) -> dict[str
     elif isinstance(body.get("prompt"), str):
         body["prompt"] = body["prompt"] + text
     return body
+
+
+def strip_repeated_tool_headers(
+    calls: list[Any], announced: frozenset[int], headers: set[int]
+) -> bool:
+    """Drop id/type/name of tool calls an earlier attempt announced (index in `announced`),
+    note newly announced indexes in `headers`; True when a delta carries arguments."""
+    has_arguments = False
+    for call in calls:
+        if not isinstance(call, dict):
+            continue
+        index = call.get("index", 0)
+        function = call.get("function")
+        if index in announced:
+            call.pop("id", None)
+            call.pop("type", None)
+            if isinstance(function, dict):
+                function.pop("name", None)
+        elif call.get("id") or (isinstance(function, dict) and function.get("name")):
+            headers.add(index)
+        if isinstance(function, dict) and function.get("arguments"):
+            has_arguments = True
+    return has_arguments
 
 
 def other_form(form: Form) -> Form | None:

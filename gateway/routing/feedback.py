@@ -18,6 +18,11 @@ Rules (`apply_feedback`, `penalise_retry`):
 Call `RetryDetector.check` once per successfully served request; a failed one has nothing to
 judge, and its failure was recorded as a signal already.
 
+Across replicas the caller keeps each entry in the shared store too (`to_dict`); a replica
+that did not serve a request `adopt`s the store's record, and `merge_served` reconciles the
+two views when both exist. Retry detection stays per replica (a retry that lands on another
+replica is not seen): it is a hint, the explicit score is the real thing.
+
 Invariants: each map holds at most `max_entries`, and nothing older than its age bound is ever
 returned; eviction is oldest first and amortised O(1) per call. No clock is read here.
 """
@@ -129,9 +134,21 @@ class RequestLedger:
         """The request if `client` made it and it has not expired; None otherwise."""
         self._expire(now)
         served = self._served.get(request_id)
-        if served is None or served.client != client:
+        if served is None or served.client != client or served.at < now - self._max_age:
             return None
         return served
+
+    def adopt(self, served: ServedRequest, now: float) -> None:
+        """Hold `served` as it is (a record another replica wrote, with its score and marks);
+        it takes the place of a local entry with the same id. Ignored once past the age bound."""
+        if served.at < now - self._max_age:
+            return
+        # Appended even when older than the newest entry: it may then outlive its age bound
+        # in the map a little (expiry looks at the front only), but `lookup` checks the age
+        # of what it returns, and the count bound holds regardless.
+        self._served.pop(served.request_id, None)
+        self._served[served.request_id] = served
+        self._expire(now)
 
     def peek(self, request_id: str) -> ServedRequest | None:
         """The entry whoever made it (for the router's own bookkeeping, never for clients)."""
@@ -189,6 +206,25 @@ class RetryDetector:
         if earlier is None or earlier.request_id == request_id or earlier.at < horizon:
             return None
         return earlier
+
+
+def merge_served(local: ServedRequest | None, stored: ServedRequest | None) -> ServedRequest | None:
+    """One view of a request from this replica's entry and the shared store's record.
+
+    The store's score wins when it has one (a rating is written to the store before it is
+    acknowledged, so the record holds the latest word, also one given on another replica);
+    otherwise the local one (its record may still be queued). `retry_penalised` only ever
+    turns on, so either side saying so counts. A later request that reused the id (`at`
+    differs) replaces the older one outright."""
+    if stored is None or local is None:
+        return stored or local
+    if local.at != stored.at:
+        return local if local.at > stored.at else stored
+    return replace(
+        stored,
+        score=local.score if stored.score is None else stored.score,
+        retry_penalised=stored.retry_penalised or local.retry_penalised,
+    )
 
 
 def prompt_fingerprint(body: Mapping[str, object]) -> bytes:

@@ -30,7 +30,9 @@ Invariants:
 - At most one entry per (model, Task); with `models` given, only those models get entries.
 - Cluster view = seed + every replica's drained deltas + this replica's pending deltas. A delta
   is the exact change a local event made (forgetting included), so the shared store only ever
-  sums increments. EMAs merge as last writer wins.
+  sums increments; feedback's delta is its full change even where the local view clamps at
+  the flat base, since the evidence it takes back may sit in another replica's increments.
+  EMAs merge as last writer wins.
 """
 
 from __future__ import annotations
@@ -231,8 +233,11 @@ class StatsBook:
             beta -= 1.0 - replaces_score
         if replaces_retry:
             beta += SIGNAL_DELTAS[QualitySignal.RETRIED]  # negative: takes the penalty back
+        # The shared counters get the full change, the local view is clamped to the flat base:
+        # a replica that has not merged the replaced success yet (another replica recorded
+        # it) must not shrink the take-back to what its own view can absorb.
+        self._add((model, task), alpha - old_alpha, beta - old_beta, 0)
         entry.alpha, entry.beta = max(1.0, alpha), max(1.0, beta)
-        self._add((model, task), entry.alpha - old_alpha, entry.beta - old_beta, 0)
         entry.quality_ema = _ema(entry.quality_ema, score, self._ema_weight)
 
     def seed(

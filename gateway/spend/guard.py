@@ -22,10 +22,14 @@ from gateway.store.writebehind import WriteBehind
 GLOBAL = "global"
 
 
+# Prices per million tokens are micro-dollars per token, so a product like 3 * 0.1 carries
+# float noise (0.30000000000000004); without the slack, ceil would bill a whole extra micro.
+_FLOAT_SLACK = 1e-6
+
+
 def cost_micros(model: ModelConfig, prompt_tokens: int, completion_tokens: int) -> int:
-    return math.ceil(
-        prompt_tokens * model.input_per_mtok + completion_tokens * model.output_per_mtok
-    )
+    exact = prompt_tokens * model.input_per_mtok + completion_tokens * model.output_per_mtok
+    return max(0, math.ceil(exact - _FLOAT_SLACK))
 
 
 def to_micros(usd: float) -> int:

@@ -6,6 +6,7 @@ httpx's many exception classes are mapped here, at the upstream boundary, to a
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping
 from enum import StrEnum
 from typing import Protocol
 
@@ -24,10 +25,26 @@ class TransportFailure(Exception):
         self.kind = kind
 
 
+class UpstreamBody(Protocol):
+    """An upstream response whose head arrived: what the relays read (httpx.Response fits)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Lower-case names."""
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; a broken body raises OSError or httpx.HTTPError."""
+
+    async def aclose(self) -> None: ...
+
+
 class Backend(Protocol):
     name: str
 
-    async def open(self, path: str, body: bytes, api_key: str | None) -> httpx.Response:
+    async def open(self, path: str, body: bytes, api_key: str | None) -> UpstreamBody:
         """Send a POST and return once the response head arrived (body still streaming)."""
 
     async def aclose(self) -> None: ...
