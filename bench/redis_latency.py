@@ -8,8 +8,9 @@ two clients: `free` (no spend limit: nothing on the request path touches the sto
 `limited` (an hourly limit far above what the run spends: every request reserves through the
 store first, which for Redis is the one round trip on the critical path). Requests are
 non-streaming chat completions, sent one at a time over keep-alive connections, interleaved
-round-robin across the four (backend, client) pairs so that machine noise hits all of them
-alike; the simulator alone is measured the same way as the floor.
+across the four (backend, client) pairs in a shuffled order each round, so that machine noise
+and the cost of waking an idle process hit all of them alike; the simulator alone is measured
+the same way, as the floor.
 
 A second table times the store call itself, in one process: `reserve_spend` on a MemoryStore
 and on a RedisStore (one EVALSHA over loopback).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -107,9 +109,13 @@ def measure_http(targets: dict[str, tuple[str, dict[str, str]]], requests: int,
     clients = {name: httpx.Client(base_url=root, headers=headers, timeout=30)
                for name, (root, headers) in targets.items()}
     samples: dict[str, list[float]] = {name: [] for name in targets}
+    order = list(clients)
+    shuffle = random.Random(6).shuffle
     try:
         for i in range(warmup + requests):
-            for name, client in clients.items():
+            shuffle(order)  # no case always runs first in a round (a process just woken up)
+            for name in order:
+                client = clients[name]
                 started = time.perf_counter()
                 response = client.post("/v1/chat/completions", json=BODY)
                 elapsed = time.perf_counter() - started

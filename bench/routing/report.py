@@ -8,9 +8,10 @@ The checks (against the best single model, by average quality over the same work
 - auto >= 95% of its quality at <= 40% of its cost;
 - auto:best within 3% of its quality;
 - auto:fast the cheapest of the three modes (and clearly: at most half of auto's cost);
-- after the flip, the flaky model's share of each mode's traffic in the requests from
-  flip + 200 on is below 5% (`settled_share`), and `settled_after` says how many requests
-  after the flip its rolling share over 100 requests first fell below 5% for good.
+- after the flip, the flaky model's share of each mode's traffic is below 5% both in the 100
+  requests that end 200 after the flip (`flaky_share_200_after_flip`) and in all requests
+  from flip + 200 on (`flaky_share_settled`); `flaky_settled_after` says how many requests
+  after the flip its rolling share over 100 requests fell below 5% for good.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ MODES = ("auto", "auto:best", "auto:fast")
 WINDOW = 100
 
 
-def summarise(results: Sequence[Result], flip_at: int | None) -> dict[str, Any]:
+def summarise(results: Sequence[Result], flip_at: int | None, routed: bool) -> dict[str, Any]:
+    """One arm's numbers; the flaky model's shares only for a routed arm (`routed`)."""
     n = len(results)
     served = [r.served for r in results if r.served is not None]
     share = {m: served.count(m) / n for m in sorted(set(served))}
@@ -37,11 +39,12 @@ def summarise(results: Sequence[Result], flip_at: int | None) -> dict[str, Any]:
         "unserved": n - len(served),
         "share": share,
     }
-    if flip_at is not None:
+    if flip_at is not None and routed:
         before = results[max(0, flip_at - 200):flip_at]
         settled = results[flip_at + 200:]
         out["flaky_share_before_flip"] = _share(before, FLAKY)
         out["flaky_share_settled"] = _share(settled, FLAKY)
+        out["flaky_share_200_after_flip"] = _share(results[flip_at + 100:flip_at + 200], FLAKY)
         out["flaky_settled_after"] = _settled_after(results, flip_at)
     return out
 
@@ -77,7 +80,9 @@ def checks(arms: Mapping[str, Mapping[str, Any]], singles: Sequence[str]) -> dic
         "fast_cheapest": fast["cost_usd"] < min(auto["cost_usd"], best["cost_usd"])
         and out["fast_cost_vs_auto"] <= 0.5,
         "flaky<5%_within_200": all(
-            arms[m].get("flaky_share_settled", 1.0) < 0.05 for m in MODES
+            arms[m].get("flaky_share_settled", 1.0) < 0.05
+            and arms[m].get("flaky_share_200_after_flip", 1.0) < 0.05
+            for m in MODES
         ),
     }
     return out
@@ -85,7 +90,8 @@ def checks(arms: Mapping[str, Mapping[str, Any]], singles: Sequence[str]) -> dic
 
 def table(arms: Mapping[str, Mapping[str, Any]], best_single: str) -> str:
     bq, bc = arms[best_single]["quality"], arms[best_single]["cost_usd"]
-    head = f"{'arm':<16}{'quality':>8}{'vs best':>9}{'cost $':>10}{'vs best':>9}  share"
+    head = (f"{'arm':<18}{'quality':>8}{'vs best':>9}{'cost $':>10}{'vs best':>9}"
+            f"{'unserved':>9}  share")
     lines = [head, "-" * len(head)]
     for name, arm in arms.items():
         share = ", ".join(
@@ -94,10 +100,12 @@ def table(arms: Mapping[str, Mapping[str, Any]], best_single: str) -> str:
         flaky = ""
         if "flaky_share_settled" in arm:
             flaky = (f"  | flaky {arm['flaky_share_before_flip']:.0%} -> "
+                     f"{arm['flaky_share_200_after_flip']:.0%} -> "
                      f"{arm['flaky_share_settled']:.1%}")
         lines.append(
-            f"{name:<16}{arm['quality']:>8.3f}{arm['quality'] / bq:>9.1%}"
-            f"{arm['cost_usd']:>10.4f}{arm['cost_usd'] / bc:>9.1%}  {share}{flaky}"
+            f"{name:<18}{arm['quality']:>8.3f}{arm['quality'] / bq:>9.1%}"
+            f"{arm['cost_usd']:>10.4f}{arm['cost_usd'] / bc:>9.1%}{arm['unserved']:>9}"
+            f"  {share}{flaky}"
         )
     return "\n".join(lines)
 
@@ -122,7 +130,7 @@ def plot(series: Mapping[str, Sequence[Result]], flip_at: int | None, path: Path
             spent.append(cost)
         q_ax.plot(xs, quality, style, label=name, linewidth=2 if name in MODES else 1.2)
         c_ax.plot(xs, spent, style, label=name, linewidth=2 if name in MODES else 1.2)
-        if name in MODES:
+        if not name.startswith("sim-"):
             rolling = [_share(results[max(0, i - WINDOW):i], FLAKY) for i in xs]
             f_ax.plot(xs, rolling, label=name, linewidth=2)
     q_ax.set_ylabel("average quality so far (fraction correct)")

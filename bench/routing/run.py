@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             main_sim.stop()
             flaky_sim.stop()
-    summaries = {arm: report.summarise(results, flip_at) for arm, results in series.items()}
+    summaries = {
+        arm: report.summarise(results, flip_at, routed=arm.startswith("auto"))
+        for arm, results in series.items()
+    }
     verdict = report.checks(summaries, singles)
     print()
     print(report.table(summaries, verdict["best_single_model"]))

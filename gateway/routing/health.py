@@ -13,8 +13,11 @@ R0 = 0.99 worth W0 = 10 attempts (a new model is presumed healthy, but one early
 A success adds 1 to `ok`; a fault adds its weight (server error 0.8, timeout 0.5, rate limit
 0.3, the magnitudes of the quality deltas). Client errors and `retried` are about the request
 or the answer, not the backend, and leave health alone. Every attempt first shrinks both
-counts by g = 1 - 1/memory (default memory 100 attempts), so a model that heals regains its
-share within about that many attempts, and one that starts failing loses it as fast.
+counts by g = 1 - 1/memory (default memory 50 attempts), so a model that heals regains its
+share within about that many attempts, and one that starts failing loses it as fast. 50, not
+100: a model holding a quarter of the traffic makes 50 attempts in 200 requests, which is how
+fast the routing benchmark needs a model that starts failing to lose its traffic; a healthy
+model's single fault then costs it about 5% of its quality weight for a few dozen attempts.
 
 Invariants: ok >= 0 and fault >= 0; reliability in (0, 1]; pending deltas hold the exact
 change each local event made, so several replicas' deltas sum like the task counters do.
@@ -53,7 +56,7 @@ class Health:
 class HealthBook:
     """Health of every model of one replica; owned by a StatsBook, which feeds it."""
 
-    def __init__(self, memory: float | None = 100.0) -> None:
+    def __init__(self, memory: float | None = 50.0) -> None:
         if memory is not None and memory < 1:
             raise ValueError("memory must be >= 1 attempt or None")
         self._keep = 1.0 if memory is None else 1.0 - 1.0 / memory

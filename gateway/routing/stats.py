@@ -108,7 +108,7 @@ class StatsBook:
         memory: float | None = 200.0,
         ema_weight: float = 0.2,
         models: Iterable[str] | None = None,
-        health_memory: float | None = 100.0,
+        health_memory: float | None = 50.0,
     ) -> None:
         if memory is not None and memory < 1:
             raise ValueError("memory must be >= 1 observation or None")

@@ -64,7 +64,10 @@ async def _one(client: httpx.AsyncClient, i: int) -> dict[str, Any]:
 
 
 async def _run_all(root: str) -> list[dict[str, Any]]:
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    # keepalive_expiry below uvicorn's 5 s keep-alive: a pooled connection is never reused
+    # at the instant the server closes it (that race is a client-side ReadError, not ours).
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY,
+                          keepalive_expiry=1.0)
     gate = asyncio.Semaphore(CONCURRENCY)
     async with httpx.AsyncClient(base_url=root, limits=limits, timeout=30) as client:
 

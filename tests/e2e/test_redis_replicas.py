@@ -171,6 +171,12 @@ def hourly_spent(replica: Replica, client: str) -> float:
     return float(replica.status()["spend"]["clients"][client]["hourly"]["spent_usd"])
 
 
+def timed(what: str, since: float, predicate: Any, timeout: float) -> None:
+    """wait_for, and print how long after `since` (monotonic) the condition held (-s shows it)."""
+    wait_for(predicate, timeout=max(0.05, since + timeout - time.monotonic()))
+    print(f"\n{what}: {time.monotonic() - since:.2f} s (bound {timeout:g} s)")
+
+
 # -- one Redis, one simulator, two replicas for the sharing tests ----------------------------
 
 @pytest.fixture(scope="module")
@@ -236,7 +242,7 @@ def test_breaker_trip_reaches_the_other_replica_and_one_probe_runs_across_both(
     sim_script(sim, [{"status": 500}] * 3, model="flaky-up")
     assert [a.call("flaky")[0] for _ in range(3)] == [502, 502, 502]
     tripped = time.monotonic()
-    wait_for(lambda: b.circuit("flaky") == "open", timeout=STALENESS_SECS)
+    timed("B sees A's trip", tripped, lambda: b.circuit("flaky") == "open", STALENESS_SECS)
     since = last_seq(sim)
     assert b.call("flaky") == (503, "no_backend_available")
     assert upstream_calls(sim, since, "flaky") == []  # B skipped the model
@@ -278,6 +284,7 @@ def test_key_cooled_by_a_429_on_one_replica_is_skipped_by_the_other(
     since = last_seq(sim)
     sim_script(sim, [{"status": 429, "retry_after": 30}], model="keyed-up")
     assert a.call("keyed") == (200, None)  # A moves to its other key at once
+    cooled = time.monotonic()
     first, second = upstream_calls(sim, since, "keyed")
     assert (first["status"], second["status"]) == (429, 200)
     cooling, other = first["auth"], second["auth"]
@@ -288,7 +295,7 @@ def test_key_cooled_by_a_429_on_one_replica_is_skipped_by_the_other(
         rows = {row["ref"]: row for row in b.status()["keys"]["keyed"]}
         return rows[ref]["cooldown_secs"] > 20 and not rows[ref]["available"]
 
-    wait_for(b_sees_cooldown, timeout=STALENESS_SECS)
+    timed("B sees A's key cooldown", cooled, b_sees_cooldown, STALENESS_SECS)
     since = last_seq(sim)
     assert [b.call("keyed") for _ in range(6)] == [(200, None)] * 6
     assert {r["auth"] for r in upstream_calls(sim, since, "keyed")} == {other}
@@ -312,8 +319,7 @@ def test_learned_statistics_are_cluster_wide(pair: dict[str, Replica]) -> None:
         stats = replica.status()["models"]["stats"]["stats"]
         return int(stats.get("generate", {}).get("calls", 0))
 
-    wait_for(lambda: calls(b) == 5, timeout=STALENESS_SECS)
-    assert time.monotonic() - done <= STALENESS_SECS
+    timed("B counts A's calls", done, lambda: calls(b) == 5, STALENESS_SECS)
     assert calls(a) == 5
 
 
@@ -434,16 +440,17 @@ def test_redis_down_at_start_and_killed_mid_load(sim: str, tmp_path: Path) -> No
 
         server.start()
         back = time.monotonic()
-        wait_for(lambda: c.ready() == o.ready() == 200, timeout=5)
+        timed("ready after Redis came up", back, lambda: c.ready() == o.ready() == 200, 5)
         # What the fail_open replica recorded locally reached Redis.
-        wait_for(lambda: hourly_spent(c, "limited") == pytest.approx(COST_USD),
-                 timeout=max(0.1, back + 10 - time.monotonic()))
+        timed("spend recorded while down is in Redis", back,
+              lambda: hourly_spent(c, "limited") == pytest.approx(COST_USD), 10)
 
         load = Load(replicas)
         load.start()
         wait_for(lambda: len(load.results) >= 20, timeout=10)
         server.stop()  # kill -9, mid-load
-        wait_for(lambda: c.ready() == o.ready() == 503, timeout=5)
+        killed = time.monotonic()
+        timed("not ready after the kill", killed, lambda: c.ready() == o.ready() == 503, 5)
         # Known outage: this client's spend lands in Redis only by replay.
         outage = [r.call("outage", "outage") for r in (c, o) * 5]
         assert outage == [(200, None)] * 10
@@ -451,10 +458,10 @@ def test_redis_down_at_start_and_killed_mid_load(sim: str, tmp_path: Path) -> No
 
         server.start()  # same port, empty dataset
         back = time.monotonic()
-        wait_for(lambda: c.ready() == o.ready() == 200, timeout=5)
+        timed("ready after the restart", back, lambda: c.ready() == o.ready() == 200, 5)
         load.stop()
-        wait_for(lambda: redis_spend_micros(server.url, "out:", "client:outage") == 10 * 24_000,
-                 timeout=max(0.1, back + 10 - time.monotonic()))
+        timed("outage spend replayed", back, lambda: redis_spend_micros(
+            server.url, "out:", "client:outage") == 10 * 24_000, 10)
         assert hourly_spent(o, "outage") == pytest.approx(10 * COST_USD)
     finally:
         for replica in replicas.values():
