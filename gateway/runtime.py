@@ -3,7 +3,8 @@
 Start order matters: the store loads what was persisted before anything reads it; key
 counters, breaker states and learned statistics are then loaded from it, and priors seed only
 models that have no observed calls. The sync loop pushes this replica's statistic increments to
-the store and pulls what other replicas recorded (breakers, cooldowns, statistics); with the
+the store and pulls what other replicas recorded (breakers, cooldowns, statistics, key
+counters) every SYNC_INTERVAL_SECS on a fixed cadence; with the
 memory store that round trip is local and only feeds the periodic snapshot. Stop drains queued
 writes and closes the store, which persists its snapshot.
 """

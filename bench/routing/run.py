@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         arm: report.summarise(results, flip_at, routed=arm.startswith("auto"))
         for arm, results in series.items()
     }
+    if set(summaries) < {*report.MODES, *singles}:  # a subset (--arms): the table only
+        print(report.table(summaries, next(iter(summaries))))
+        return 0
     verdict = report.checks(summaries, singles)
     print()
     print(report.table(summaries, verdict["best_single_model"]))

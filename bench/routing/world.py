@@ -113,7 +113,8 @@ def gateway_config(folder: Path, arm: str, main_sim: str, flaky_sim: str, priors
         lines += [
             "[[models]]", f'id = "{model.name}"',
             f'backend = "{"flaky" if model.name == FLAKY else "main"}"',
-            f"input_per_mtok = {model.input_per_mtok}", f"output_per_mtok = {model.output_per_mtok}",
+            f"input_per_mtok = {model.input_per_mtok}",
+            f"output_per_mtok = {model.output_per_mtok}",
             f"tasks = {list(TASKS)!r}".replace("'", '"'),
         ]
     path = folder / f"{arm}.toml"

@@ -237,19 +237,9 @@ class StreamSession:
         ).inc()
 
     def length_event(self, model_id: str) -> bytes:
-        choice: dict[str, object] = {"index": 0, "finish_reason": "length"}
-        if self.chat:
-            choice["delta"] = {}
-        else:
-            choice["text"] = ""
-        chunk = {
-            "id": self.stream_id,
-            "object": "chat.completion.chunk" if self.chat else "text_completion",
-            "created": self.created,
-            "model": model_id,
-            "choices": [choice],
-        }
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        """The finish chunk of an answer cut right at its max_tokens (nothing left to ask)."""
+        text: dict[str, object] = {"delta": {}} if self.chat else {"text": ""}
+        return self._event(model_id, choices=[{"index": 0, **text, "finish_reason": "length"}])
 
     def usage_event(self, model_id: str) -> bytes:
         ctx = self.ctx
@@ -258,13 +248,15 @@ class StreamSession:
             "completion_tokens": ctx.completion_tokens,
             "total_tokens": ctx.prompt_tokens + ctx.completion_tokens,
         }
+        return self._event(model_id, choices=[], usage=usage)
+
+    def _event(self, model_id: str, **fields: object) -> bytes:
         chunk: dict[str, object] = {
             "id": self.stream_id,
             "object": "chat.completion.chunk" if self.chat else "text_completion",
             "created": self.created,
             "model": model_id,
-            "choices": [],
-            "usage": usage,
+            **fields,
         }
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 

@@ -31,7 +31,7 @@ ADMIN_KEY = "admin-test-key"
 ENV = {"GATEWAY_ADMIN_KEY": ADMIN_KEY, "SIM_A_KEY": "sk-sim-a-0123456789"}
 FAST = FailoverConfig(first_token_timeout_secs=1.0, idle_timeout_secs=0.5, max_wait_secs=2.0,
                       max_retries=3)
-TOOLS = [{"type": "function", "function": {
+TOOLS: list[Any] = [{"type": "function", "function": {
     "name": "lookup", "parameters": {"type": "object", "properties": {}},
 }}]
 
@@ -175,7 +175,7 @@ def test_client_disconnect_closes_upstream_releases_the_key_and_settles_spend(
 
 # -- 7. exhaustion -------------------------------------------------------------------------
 
-THREE = [
+THREE: list[dict[str, Any]] = [
     {"id": "one", "backend": "a", "fallbacks": ["two", "three"]},
     {"id": "two", "backend": "b"},
     {"id": "three", "backend": "c"},
@@ -248,7 +248,7 @@ def test_every_candidate_timing_out_before_the_first_token_is_504(
 
 # -- 2. circuit breaker --------------------------------------------------------------------
 
-BREAKER_MODELS = [
+BREAKER_MODELS: list[dict[str, Any]] = [
     {"id": "flaky", "backend": "a", "fallbacks": ["steady"]},
     {"id": "steady", "backend": "b"},
     {"id": "alone", "backend": "c"},
@@ -357,7 +357,7 @@ def test_open_circuit_without_fallbacks_is_503_no_backend_available(tmp_path: Pa
 
 # -- 4. served model and usage -------------------------------------------------------------
 
-PRICED = [
+PRICED: list[dict[str, Any]] = [
     {"id": "one", "backend": "a", "fallbacks": ["two", "three"],
      "input_per_mtok": 1.0, "output_per_mtok": 10.0},
     {"id": "two", "backend": "b", "input_per_mtok": 2.0, "output_per_mtok": 20.0},
@@ -453,9 +453,8 @@ def test_tool_call_restarts_on_the_next_candidate_when_no_arguments_reached_the_
     prompt = f"[tool] restart {die_after}"
     sim_script(sims3["a"], [{"die_after_tokens": 0}] if die_after == 0 else [{"status": 500}])
     stream = sdk(gw3).chat.completions.create(
-        model="one", messages=[{"role": "user", "content": prompt}], tools=TOOLS,  # type: ignore[arg-type]
-        stream=True)
-    chunks = list(stream)
+        model="one", messages=[{"role": "user", "content": prompt}], tools=TOOLS, stream=True)
+    chunks: list[Any] = list(stream)
     calls = [call for c in chunks if c.choices for call in c.choices[0].delta.tool_calls or []]
     headers = [c for c in calls if c.id]
     assert len(headers) == 1 and headers[0].function.name == "lookup"  # type: ignore[union-attr]
@@ -471,7 +470,7 @@ def test_tool_call_restarts_on_the_next_candidate_when_no_arguments_reached_the_
 
 # -- 6. continuation forms -----------------------------------------------------------------
 
-FORMS = [
+FORMS: list[dict[str, Any]] = [
     {"id": "to-asst", "backend": "a", "fallbacks": ["asst", "tail"]},
     {"id": "to-none", "backend": "a", "fallbacks": ["none", "tail"]},
     {"id": "asst", "backend": "b", "prefill": "assistant"},
@@ -605,3 +604,83 @@ def test_include_prefix_false_resends_the_original_and_relays_past_the_prefix(
             assert sent["body"] == {**request, "model": model.removeprefix("to-"),
                                     "stream_options": {"include_usage": True}}
             assert sent["tokens_sent"] == 18  # the whole answer again; 7 of it held back
+
+
+# -- 8. signals and failover accounting ----------------------------------------------------
+
+def test_outcomes_are_counted_as_signals_and_moves(gw3: str, sims3: dict[str, str]) -> None:
+    a, b = sims3["a"], sims3["b"]
+    client = sdk(gw3)
+
+    def chat(rid: str, prompt: str, stream: bool = False) -> str:
+        if stream:
+            with httpx.stream("POST", f"{gw3}/v1/chat/completions", json=chat_body(prompt, "one"),
+                              headers={"x-request-id": rid}, timeout=20) as response:
+                body = response.read().decode()
+            assert_one_clean_stream(events_of(body))
+            return chat_text(events_of(body))
+        reply = client.chat.completions.create(
+            model="one", messages=[{"role": "user", "content": prompt}],
+            extra_headers={"x-request-id": rid})
+        assert reply.choices[0].message.content is not None
+        return reply.choices[0].message.content
+
+    assert chat("r-ok", "fine") == full_answer("fine", 24)
+    sim_script(a, [{"status": 500}])
+    chat("r-500", "five hundred")
+    sim_script(a, [{"ttft_ms": 3000}])
+    chat("r-slow", "silent", stream=True)
+    sim_script(a, [{"die_after_tokens": 5}])
+    assert chat("r-cut", "cut mid", stream=True) == full_answer("cut mid", 24)
+    sim_script(a, [{"die_after_tokens": 0}])
+    assert chat("r-reset", "reset early", stream=True) == full_answer("reset early", 24)
+    sim_script(a, [{"status": 500}])
+    sim_script(b, [{"status": 502}])
+    chat("r-two-down", "two down")
+    sim_script(a, [{"status": 400, "message": "bad request"}])
+    with pytest.raises(openai.BadRequestError):
+        chat("r-400", "bad")
+    sim_script(a, [{"status": 429, "retry_after": 30}])
+    chat("r-429", "limited")
+
+    def signals(model: str) -> dict[str, float]:
+        names = ("success", "server_error", "rate_limited", "timeout", "client_error")
+        return {s: metric(gw3, "gateway_upstream_signals_total", model=model, signal=s)
+                for s in names}
+
+    assert signals("one") == {"success": 1, "server_error": 4, "rate_limited": 1,
+                              "timeout": 1, "client_error": 1}
+    assert signals("two") == {"success": 5, "server_error": 1, "rate_limited": 0,
+                              "timeout": 0, "client_error": 0}
+    assert signals("three")["success"] == 1
+    moves = {(f, t, o): metric(gw3, "gateway_failovers_total", from_model=f, to_model=t,
+                               outcome=o)
+             for f, t in (("one", "two"), ("two", "three")) for o in ("success", "failure")}
+    assert moves == {("one", "two", "success"): 5, ("one", "two", "failure"): 1,
+                     ("two", "three", "success"): 1, ("two", "three", "failure"): 0}
+    failover = admin_status(gw3)["failover"]
+    assert (failover["attempts"], failover["successes"]) == (7, 6)
+    recent = [(m["request_id"], m["from_model"], m["to_model"], m["kind"], m["outcome"])
+              for m in failover["recent"]]
+    assert recent == [
+        ("r-500", "one", "two", "retry", "success"),
+        ("r-slow", "one", "two", "retry", "success"),
+        ("r-cut", "one", "two", "continuation", "success"),
+        ("r-reset", "one", "two", "retry", "success"),  # cut before the first byte: a retry
+        ("r-two-down", "one", "two", "retry", "failure"),
+        ("r-two-down", "two", "three", "retry", "success"),
+        ("r-429", "one", "two", "retry", "success"),
+    ]
+    assert all(isinstance(m["at"], float) for m in failover["recent"])
+
+
+def test_a_stream_cut_right_at_its_limit_is_finished_by_the_gateway(
+    forms: str, sims3: dict[str, str]
+) -> None:
+    events = continued(forms, sims3, "to-none", "exactly ten", cut=10, max_tokens=10,
+                       stream_options={"include_usage": True})
+    assert chat_text(events) == full_answer("exactly ten", 10)
+    chunks = chunks_of(events)
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["usage"]["completion_tokens"] == 10
+    assert attempts(sims3["b"]) == []  # nothing was left to ask anyone for

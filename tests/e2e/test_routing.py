@@ -19,9 +19,9 @@ import functools
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
-import uuid
 from typing import Any
 
 import httpx
@@ -91,7 +91,9 @@ def chat(root: str, model: str, prompt: str, headers: dict[str, str] | None = No
     )
 
 
-def picks(root: str, model: str, prompt: str, n: int = 6, **headers: str) -> set[str]:
+def picks(
+    root: str, model: str, prompt: str, n: int = 6, headers: dict[str, str] | None = None
+) -> set[str]:
     """The models named in x-gateway-model over n requests (checked against the body). Each
     prompt gets a nonce: the same prompt again would count as a retry of the previous one."""
     chosen = set()
@@ -126,10 +128,11 @@ def test_each_mode_picks_by_its_weights(gateway: str) -> None:
 
 
 def test_mode_header_overrides_the_alias(gateway: str) -> None:
-    assert picks(gateway, "auto", GENERATE_PROMPT, **{"X-Gateway-Mode": "best"}) == {"strong"}
-    assert picks(gateway, "auto:best", CODE_PROMPT, **{"X-Gateway-Mode": "fast"}) == {"cheap"}
+    best, fast = {"X-Gateway-Mode": "best"}, {"X-Gateway-Mode": "fast"}
+    assert picks(gateway, "auto", GENERATE_PROMPT, headers=best) == {"strong"}
+    assert picks(gateway, "auto:best", CODE_PROMPT, headers=fast) == {"cheap"}
     # The header never turns an explicit model into a routed request.
-    assert picks(gateway, "cheap", CODE_PROMPT, n=2, **{"X-Gateway-Mode": "best"}) == {"cheap"}
+    assert picks(gateway, "cheap", CODE_PROMPT, n=2, headers=best) == {"cheap"}
 
 
 def test_task_header_overrides_the_inferred_task(gateway: str) -> None:
@@ -137,7 +140,7 @@ def test_task_header_overrides_the_inferred_task(gateway: str) -> None:
     before = metric(gateway, "gateway_routing_decisions_total", mode="auto", task="code",
                     model="strong")
     assert picks(gateway, "auto", note, n=4) == {"cheap"}
-    assert picks(gateway, "auto", note, n=4, **{"X-Gateway-Task": "code"}) == {"strong"}
+    assert picks(gateway, "auto", note, n=4, headers={"X-Gateway-Task": "code"}) == {"strong"}
     assert metric(gateway, "gateway_routing_decisions_total", mode="auto", task="code",
                   model="strong") == before + 4
 
@@ -173,7 +176,7 @@ def test_decisions_are_counted_by_mode_task_and_model(gateway: str) -> None:
         "explicit": count("explicit", "classify", "strong"),
     }
     picks(gateway, "auto:fast", GENERATE_PROMPT, n=3)
-    picks(gateway, "auto", CODE_PROMPT, n=2, **{"X-Gateway-Mode": "best"})
+    picks(gateway, "auto", CODE_PROMPT, n=2, headers={"X-Gateway-Mode": "best"})
     picks(gateway, "strong", CLASSIFY_PROMPT, n=2)
     assert count("fast", "generate", "cheap") == before["fast"] + 3
     assert count("best", "code", "strong") == before["best"] + 2
