@@ -39,7 +39,8 @@ def running_gateway(
     port = sock.getsockname()[1]
     app = create_app(config, env=dict(env or {}))
     server = uvicorn.Server(uvicorn.Config(
-        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=3
+        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=3,
+        timeout_keep_alive=30,
     ))
     failure: list[BaseException] = []
 

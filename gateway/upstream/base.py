@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import httpx
 
@@ -39,6 +39,14 @@ class UpstreamBody(Protocol):
         """The body as it arrives; a broken body raises OSError or httpx.HTTPError."""
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class DeadlineBody(Protocol):
+    """A body whose reader sets a loop-time deadline instead of wrapping each read in
+    asyncio.timeout: a wait past `read_deadline` raises TimeoutError (gateway/upstream/http1)."""
+
+    read_deadline: float | None
 
 
 class Backend(Protocol):

@@ -152,8 +152,8 @@ class UpstreamResponse:
     """Status, lower-cased headers, and the body as an async iterator of byte chunks."""
 
     __slots__ = ("status_code", "headers", "connection", "head_done", "complete", "broken",
-                 "until_eof", "_chunks", "_buffered", "_waiter", "_error", "_decoder",
-                 "_paused")
+                 "until_eof", "read_deadline", "_chunks", "_buffered", "_waiter", "_error",
+                 "_decoder", "_paused", "_timer")
 
     def __init__(self) -> None:
         self.status_code = 0
@@ -169,6 +169,11 @@ class UpstreamResponse:
         self._error: Exception | None = None
         self._decoder: zlib._Decompress | None = None
         self._paused = False
+        # Loop time by which body bytes must arrive while the reader waits (None: no bound).
+        # The reader moves it forward per chunk with one float store; a single timer per
+        # response re-arms itself lazily, instead of one asyncio.timeout per chunk (~5 µs).
+        self.read_deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def start(self, status: int, headers: dict[str, str]) -> None:
         self.status_code, self.headers, self.head_done = status, headers, True
@@ -233,11 +238,32 @@ class UpstreamResponse:
                 return
             if self._error is not None:
                 raise self._error
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            deadline = self.read_deadline
+            if deadline is not None:
+                timer = self._timer
+                if timer is not None and timer.when() > deadline:
+                    timer.cancel()
+                    timer = None
+                if timer is None:
+                    self._timer = loop.call_at(deadline, self._on_deadline)
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        waiter, deadline = self._waiter, self.read_deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return  # data came in time; the next wait arms a new timer
+        loop = asyncio.get_running_loop()
+        # uvloop's timers have millisecond resolution and may fire a little early.
+        if loop.time() >= deadline - 0.001:
+            waiter.set_exception(TimeoutError("no upstream data before the deadline"))
+        else:
+            self._timer = loop.call_at(deadline, self._on_deadline)
 
     async def aclose(self) -> None:
         """Done with the response: reuse the socket if the body was read to its end."""
@@ -246,6 +272,9 @@ class UpstreamResponse:
         self._release()
 
     def _release(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         connection, self.connection = self.connection, None
         if connection is not None:
             connection.release()

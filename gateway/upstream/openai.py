@@ -51,7 +51,10 @@ class OpenAIBackend:
             self._client = httpx.AsyncClient(
                 base_url=base_url,
                 timeout=httpx.Timeout(config.timeout_secs, read=None),
-                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+                # Expire idle connections before a typical 5 s server keep-alive closes them.
+                limits=httpx.Limits(
+                    max_connections=1000, max_keepalive_connections=200, keepalive_expiry=4.0
+                ),
                 transport=transport,
                 trust_env=False,
             )
