@@ -57,7 +57,7 @@ class RequestLogger:
         duration = time.perf_counter() - started
         model = "none"
         if ctx is not None:
-            model = ctx.served_model or ctx.first_model or "none"
+            model = ctx.served_model or ctx.first_model or ctx.planned_model or "none"
         metrics = self._metrics
         metrics.requests.labels(model, endpoint.value, str(status)).inc()
         metrics.duration.labels(model, endpoint.value).observe(duration)

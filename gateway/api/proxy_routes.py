@@ -6,11 +6,12 @@ import time
 import uuid
 
 from fastapi import APIRouter, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 
 from gateway.api.deps import gateway_state
 from gateway.config.models import ClientConfig
-from gateway.errors import GatewayError, RequestTooLarge
+from gateway.errors import GatewayError, InvalidRequest, RequestTooLarge
 from gateway.proxy.context import RequestContext
 from gateway.proxy.plan import plan_request
 from gateway.proxy.request import Endpoint, parse_body
@@ -49,10 +50,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"request body is larger than {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise RequestTooLarge(f"request body is larger than {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise RequestTooLarge(f"request body is larger than {limit} bytes")
+    except ClientDisconnect:
+        # Nobody is left to answer; a typed error keeps it out of the unhandled-error path.
+        raise InvalidRequest("the client disconnected before sending the whole body") from None
     return bytes(body)
 
 
@@ -72,7 +77,7 @@ async def proxy(request: Request, endpoint: Endpoint) -> Response:
             request.headers.get("x-gateway-mode"), request.headers.get("x-gateway-task"),
         )
         ctx = RequestContext(request_id, client, parsed, plan.estimate.task, plan.mode,
-                             started=started)
+                             started=started, planned_model=plan.candidates[0].id)
         if parsed.stream:
             response: Response = await open_stream(state, ctx, plan.candidates)
         else:

@@ -18,6 +18,8 @@ class RequestContext:
     mode: Mode | None
     started: float = field(default_factory=time.perf_counter)
     first_model: str | None = None
+    # The head of the candidate list: the metrics label when no attempt could be made.
+    planned_model: str | None = None
     served_model: str | None = None
     served_backend: str | None = None
     failovers: int = 0
