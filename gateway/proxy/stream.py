@@ -50,7 +50,7 @@ from gateway.resilience.continuation import (
 from gateway.resilience.failover_log import MoveKind
 from gateway.state import AppState
 from gateway.upstream.base import DeadlineBody
-from gateway.wire.sse import DONE, DONE_EVENT, SSEParser
+from gateway.wire.sse import DONE, DONE_EVENT, EventStreamResponse, SSEParser
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -508,4 +508,4 @@ async def open_stream(
             await events.aclose()
 
     headers = {**response_headers(ctx, with_cost=False), **_SSE_HEADERS}
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+    return EventStreamResponse(body(), media_type="text/event-stream", headers=headers)
