@@ -133,7 +133,8 @@ def _serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(server_config(app, config, config.server.host, config.server.port))
     signal.signal(signal.SIGTERM, _exit_cleanly)
     server.run()
-    return 0
+    # A lifespan that failed (uvicorn has logged why) must not look like a clean exit.
+    return 0 if server.started else 1
 
 
 def _positive_int(text: str) -> int:

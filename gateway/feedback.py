@@ -54,6 +54,9 @@ class FeedbackDesk:
         self._max_age = DEFAULT_MAX_AGE_SECS
         self._ledger = RequestLedger(max_age_secs=self._max_age)
         self._retries = RetryDetector(window_secs=config.routing.retry_window_secs)
+        # Only replicas need the map in the store; alone, the bounded ledger is the whole truth
+        # and a record per request would grow the memory store (and its snapshot) with traffic.
+        self._shared = config.state.backend == "redis"
 
     def after_request(self, ctx: RequestContext | None) -> None:
         """A request was served: remember it, and judge the earlier one if this is a retry."""
@@ -87,6 +90,8 @@ class FeedbackDesk:
     def _save(self, request_id: str) -> None:
         """Queue the entry's store record. The write takes the entry as it is when it runs,
         so a queued write never overwrites a newer state (a rating) with an older one."""
+        if not self._shared:
+            return
 
         async def write() -> None:
             served = self._ledger.peek(request_id)
@@ -117,12 +122,14 @@ class FeedbackDesk:
         if served is None:
             raise RouteNotFound(f"no request '{request_id}' of this client to rate")
         rated = self._ledger.peek(request_id)
-        if rated is not None and self._ttl(rated) > 0:
+        if self._shared and rated is not None and self._ttl(rated) > 0:
             await self._state.store.put_record(
                 RECORD_KIND, request_id, rated.to_dict(), self._ttl(rated)
             )
 
     async def _stored(self, request_id: str) -> ServedRequest | None:
+        if not self._shared:
+            return None
         record = await self._state.store.get_record(RECORD_KIND, request_id)
         if record is None:
             return None

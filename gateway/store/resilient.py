@@ -65,8 +65,12 @@ class ResilientStore:
         ping_up_secs: float = 2.0,
         ping_down_secs: float = 1.0,
         max_queued: int = 100_000,
+        unmirrored_kinds: frozenset[str] = frozenset({"request"}),
     ) -> None:
         self._primary = primary
+        # One record per served request would grow the local copy with traffic: while Redis
+        # is up such records live only there (the feedback ledger keeps its own bounded view).
+        self._unmirrored = unmirrored_kinds
         self._local = local
         self._on_error = on_error
         self._clock = clock
@@ -217,13 +221,17 @@ class ResilientStore:
     async def put_record(
         self, kind: str, name: str, value: dict[str, object], ttl_secs: float | None = None
     ) -> None:
-        await self._local.put_record(kind, name, value, ttl_secs)
+        mirrored = kind not in self._unmirrored
+        if mirrored:
+            await self._local.put_record(kind, name, value, ttl_secs)
         if self._healthy:
             try:
                 await self._primary.put_record(kind, name, value, ttl_secs)
                 return
             except StoreUnavailable as exc:
                 self._mark_down(exc)
+        if not mirrored:
+            await self._local.put_record(kind, name, value, ttl_secs)
         expires_at = None if ttl_secs is None else self._clock() + ttl_secs
         self._queue.put_record(kind, name, value, expires_at)
 
