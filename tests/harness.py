@@ -1,20 +1,15 @@
 """Running the real gateway inside a test: uvicorn on a free loopback port, in a thread.
 
-Same pattern as gateway/sim/testing.py: the socket is bound before the server starts, and the
-helper returns once `/healthz` answers (polled, never a blind sleep).
+Same mechanism as the simulator's (gateway/sim/testing.py `serve_in_thread`): the socket is
+bound before the server starts, and the helper returns once `/healthz` answers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import httpx
 import uvicorn
 
 from gateway.app import create_app
@@ -25,6 +20,7 @@ from gateway.config.models import (
     ModelConfig,
     StateConfig,
 )
+from gateway.sim.testing import loopback_socket, serve_in_thread
 
 START_TIMEOUT_S = 10.0
 
@@ -33,53 +29,15 @@ START_TIMEOUT_S = 10.0
 def running_gateway(
     config: GatewayConfig, env: Mapping[str, str] | None = None
 ) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    sock = loopback_socket()
     app = create_app(config, env=dict(env or {}))
     server = uvicorn.Server(uvicorn.Config(
         app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=3,
+        # Longer than httpx's 5 s pool expiry, so a client never reuses a closing connection.
         timeout_keep_alive=30,
     ))
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(server.serve(sockets=[sock]))
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name=f"gateway-{port}", daemon=True)
-    thread.start()
-    root = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(root, thread, failure)
+    with serve_in_thread(server, sock, "/healthz") as root:
         yield root
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10.0)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(timeout=5.0)
-        sock.close()
-    if failure:
-        raise RuntimeError(f"gateway crashed: {failure[0]!r}")
-
-
-def _wait_until_up(root: str, thread: threading.Thread, failure: list[BaseException]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with httpx.Client(timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            if not thread.is_alive():
-                raise RuntimeError(f"gateway failed to start: {failure[:1]!r}")
-            try:
-                if client.get(f"{root}/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.02)
-    raise RuntimeError(f"gateway at {root} did not start within {START_TIMEOUT_S} s")
 
 
 def sim_config(

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import uvicorn
 
 from gateway.sim.options import SimOptions
 from gateway.sim.server import build_sim_server
@@ -27,16 +28,23 @@ from gateway.sim.server import build_sim_server
 START_TIMEOUT_S = 10.0
 
 
-@contextlib.contextmanager
-def running_sim(options: SimOptions | None = None) -> Iterator[str]:
-    """A running simulator for the duration of the block; yields its root URL."""
+def loopback_socket() -> socket.socket:
+    """A bound loopback socket on a free port, ready to hand to uvicorn."""
     # proto must be IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets
     # whose proto says TCP, and without it Nagle's algorithm adds ~40 ms to every response.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    server: uvicorn.Server, sock: socket.socket, health_path: str
+) -> Iterator[str]:
+    """Run `server` on `sock` in a thread with its own loop until the block ends; yields the
+    root URL once `health_path` answers 200 (polled, never a blind sleep)."""
     port = sock.getsockname()[1]
-    server = build_sim_server(options or SimOptions(), "127.0.0.1", port)
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -45,34 +53,45 @@ def running_sim(options: SimOptions | None = None) -> Iterator[str]:
         except BaseException as exc:  # reported to the test thread below
             failure.append(exc)
 
-    thread = threading.Thread(target=run, name=f"sim-{port}", daemon=True)
+    thread = threading.Thread(target=run, name=f"server-{port}", daemon=True)
     thread.start()
-    base_url = f"http://127.0.0.1:{port}"
+    root = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(base_url, thread, failure)
-        yield base_url
+        _wait_until_up(f"{root}{health_path}", thread, failure)
+        yield root
     finally:
         server.should_exit = True
-        thread.join(timeout=5.0)
+        thread.join(timeout=10.0)
         if thread.is_alive():
             server.force_exit = True
             thread.join(timeout=5.0)
         sock.close()
+    if failure:
+        raise RuntimeError(f"server at {root} crashed: {failure[0]!r}")
 
 
-def _wait_until_up(base_url: str, thread: threading.Thread, failure: list[BaseException]) -> None:
+@contextlib.contextmanager
+def running_sim(options: SimOptions | None = None) -> Iterator[str]:
+    """A running simulator for the duration of the block; yields its root URL."""
+    sock = loopback_socket()
+    server = build_sim_server(options or SimOptions(), "127.0.0.1", sock.getsockname()[1])
+    with serve_in_thread(server, sock, "/_sim/health") as root:
+        yield root
+
+
+def _wait_until_up(url: str, thread: threading.Thread, failure: list[BaseException]) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     with httpx.Client(timeout=1.0) as client:
         while time.monotonic() < deadline:
             if not thread.is_alive():
-                raise RuntimeError(f"simulator failed to start: {failure[:1]}")
+                raise RuntimeError(f"server failed to start: {failure[:1]}")
             try:
-                if client.get(f"{base_url}/_sim/health").status_code == 200:
+                if client.get(url).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.02)
-    raise RuntimeError(f"simulator at {base_url} did not start within {START_TIMEOUT_S} s")
+    raise RuntimeError(f"server at {url} did not start within {START_TIMEOUT_S} s")
 
 
 def sim_script(base_url: str, steps: list[dict[str, Any]], model: str | None = None) -> None:
