@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-Samples = dict[str, list[dict[str, float]]]
+Samples = dict[str, list[dict[str, float | None]]]
 
 # (key, label, unit, issue-7 target, per-round value from (target samples, direct, round))
 _Figure = tuple[str, str, str, str, Callable[[Samples, Samples, int, int], float | None]]
@@ -26,7 +26,7 @@ _Figure = tuple[str, str, str, str, Callable[[Samples, Samples, int, int], float
 
 def _get(samples: Samples, scenario: str, key: str, r: int) -> float | None:
     rows = samples.get(scenario) or []
-    return rows[r][key] if r < len(rows) else None
+    return rows[r].get(key) if r < len(rows) else None
 
 
 def _added(scenario: str, key: str) -> Callable[[Samples, Samples, int, int], float | None]:
@@ -43,9 +43,11 @@ def _plain(scenario: str, key: str, scale: float = 1.0) -> Callable[..., float |
     return value
 
 
-def _per_chunk(s: Samples, d: Samples, r: int, events: int) -> float | None:
-    v = _get(s, "s50", "cpu_per_req_ms", r)
-    return None if v is None else 1000 * v / events
+def _per_chunk(scenario: str) -> Callable[[Samples, Samples, int, int], float | None]:
+    def value(s: Samples, d: Samples, r: int, events: int) -> float | None:
+        v = _get(s, scenario, "cpu_per_req_ms", r)
+        return None if v is None else 1000 * v / events
+    return value
 
 
 FIGURES: list[_Figure] = [
@@ -71,9 +73,13 @@ FIGURES: list[_Figure] = [
     ("cpu_ns50", "CPU per request, non-stream (50 clients)", "ms", "<= 1",
      _plain("ns50", "cpu_per_req_ms")),
     ("cpu_s50", "CPU per stream (50 clients)", "ms", "", _plain("s50", "cpu_per_req_ms")),
-    ("cpu_chunk", "CPU per relayed chunk (50 clients)", "µs", "<= 40", _per_chunk),
+    ("cpu_chunk", "CPU per relayed chunk (50 clients)", "µs", "<= 40", _per_chunk("s50")),
+    ("rate_sp20", "throughput, paced stream (2 ms/event), 20 clients", "streams/s", "",
+     _plain("sp20", "rate")),
+    ("cpu_chunk_paced", "CPU per relayed chunk, one event per read (paced)", "µs", "<= 40",
+     _per_chunk("sp20")),
     ("rss_max", "RSS under load, max", "MB", "<= 100",
-     lambda s, d, r, e: max((x.get("rss_kib", 0) for v in s.values() for x in v), default=0)
+     lambda s, d, r, e: max((x.get("rss_kib") or 0 for v in s.values() for x in v), default=0)
      / 1024 if r == 0 else None),
 ]
 

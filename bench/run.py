@@ -6,13 +6,17 @@ with `--litellm`, LiteLLM's proxy against the same upstream; pins the gateway (a
 the first core and the upstream plus the load generator to the other; then, round by round,
 runs each scenario against every target back to back (direct, gateway with an explicit model,
 gateway with `model: "auto"`, LiteLLM), so that targets are compared under the same machine
-load. Scenarios: non-stream and stream, 1 and 50 clients, and time to first token at 1
-client. Prints a table of medians over the rounds (with min-max) and writes every raw number
-to bench/results/bench-<time>.json. `--long` then runs 100,000 requests and plots RSS.
+load. Scenarios: non-stream and stream, 1 and 50 clients, time to first token at 1 client,
+and "sp20": 20 clients streaming from a second upstream that paces its events 2 ms apart, so
+that the gateway reads one event at a time (the zero-delay upstream lets several events pile
+up per read, which flatters the per-chunk cost). Prints a table of medians over the rounds
+(with min-max) and writes every raw number to bench/results/bench-<time>.json. `--long` then
+runs 100,000 requests and plots RSS.
 
 Definitions: added latency = gateway percentile - direct percentile (same round); CPU per
 request = gateway utime+stime over a run / requests completed in it; per relayed chunk = CPU
-per stream / SSE events the upstream sends per stream; peak RSS = VmHWM at the end.
+per stream / SSE events the upstream sends per stream; peak RSS = VmHWM at the end. For the
+"direct" target the CPU figures are the upstream's own.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ import orjson
 from bench import loadgen, procs, report, setup
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SCENARIOS = (("ns1", False, 1), ("ns50", False, 50), ("s1", True, 1), ("s50", True, 50))
+SCENARIOS = (("ns1", False, 1), ("ns50", False, 50), ("s1", True, 1), ("s50", True, 50),
+             ("sp20", True, 20))
 TOKENS = 64
+PACED_GAP_MS = 2.0
 
 
 @dataclass
@@ -41,36 +47,40 @@ class Target:
     model: str
     api_key: str | None
     path: str = "/v1/chat/completions"
-    cpu_measured: bool = True
-    samples: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    # (port, model) of the paced scenario; None: the target does not run it.
+    paced: tuple[int, str] | None = None
+    min_seconds: float = 0.0  # a slow target needs longer runs to complete any request
+    samples: dict[str, list[dict[str, float | None]]] = field(default_factory=dict)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.service.port}{self.path}"
+    def url(self, paced: bool = False) -> str:
+        port = self.paced[0] if paced and self.paced else self.service.port
+        return f"http://127.0.0.1:{port}{self.path}"
 
 
-def start_upstream(kind: str, cpus: set[int], folder: Path) -> procs.Service:
+def start_upstream(kind: str, cpus: set[int], folder: Path, gap_ms: float = 0.0,
+                   name: str = "upstream") -> procs.Service:
     port = procs.free_port()
     if kind == "sim":
         argv = [sys.executable, "-m", "gateway", "sim", "--tokens", str(TOKENS),
                 "--port", str(port)]
     else:
         argv = [sys.executable, "-m", "bench.upstream", "--tokens", str(TOKENS),
-                "--port", str(port)]
-    service = procs.start("upstream", argv, port, cpus, folder)
+                "--port", str(port), "--gap-ms", str(gap_ms)]
+    service = procs.start(name, argv, port, cpus, folder)
     procs.wait_http(service, "/v1/models")
     return service
 
 
 def start_gateway(upstream: procs.Service, cpus: set[int], folder: Path,
                   log_level: str, source: Path | None = None,
-                  name: str = "gateway") -> procs.Service:
+                  name: str = "gateway", paced: procs.Service | None = None) -> procs.Service:
     """`gateway serve`; with `source`, the gateway package of another tree (A/B runs)."""
     port = procs.free_port()
     folder = folder / name
     folder.mkdir(exist_ok=True)
     config = setup.gateway_config(
-        folder, port, f"http://127.0.0.1:{upstream.port}/v1", log_level=log_level
+        folder, port, f"http://127.0.0.1:{upstream.port}/v1", log_level=log_level,
+        paced_url=None if paced is None else f"http://127.0.0.1:{paced.port}/v1",
     )
     env = setup.gateway_env(dict(os.environ))
     if source is not None:
@@ -82,17 +92,21 @@ def start_gateway(upstream: procs.Service, cpus: set[int], folder: Path,
     return service
 
 
-def measure(target: Target, scripts: dict[tuple[str, bool], Path], name: str, stream: bool,
-            clients: int, seconds: float) -> dict[str, float]:
+Scripts = dict[tuple[str, bool, bool], Path]
+
+
+def measure(target: Target, scripts: Scripts, name: str, stream: bool, clients: int,
+            seconds: float, paced: bool = False) -> dict[str, float | None]:
     service = target.service
     cpu_before = service.cpu_seconds()
-    result = loadgen.run_wrk(target.url, scripts[(target.name, stream)], clients, seconds)
+    result = loadgen.run_wrk(target.url(paced), scripts[(target.name, stream, paced)], clients,
+                             max(seconds, target.min_seconds))
     cpu = service.cpu_seconds() - cpu_before
-    sample = {
+    sample: dict[str, float | None] = {
         "rate": result.rate, "requests": result.requests, "p50_ms": result.p50_ms,
         "p99_ms": result.p99_ms, "mean_ms": result.mean_ms,
         "errors": result.status_errors + result.socket_errors,
-        "cpu_s": cpu, "cpu_per_req_ms": 1000 * cpu / max(1, result.ok),
+        "cpu_s": cpu, "cpu_per_req_ms": 1000 * cpu / result.ok if result.ok else None,
         "rss_kib": service.tree_memory_kib(),
     }
     if result.status_errors or result.socket_errors:
@@ -101,7 +115,7 @@ def measure(target: Target, scripts: dict[tuple[str, bool], Path], name: str, st
     return sample
 
 
-def measure_ttft(target: Target, count: int) -> dict[str, float]:
+def measure_ttft(target: Target, count: int) -> dict[str, float | None]:
     body = loadgen.request_body(target.model, True)
     samples = loadgen.ttft_samples(target.service.port, body, target.api_key, count)
     good = [s for s in samples if s.ok]
@@ -115,29 +129,36 @@ def measure_ttft(target: Target, count: int) -> dict[str, float]:
 
 def run_rounds(targets: list[Target], folder: Path, rounds: int, seconds: float,
                ttft_count: int, only: set[str] | None = None) -> None:
-    scripts: dict[tuple[str, bool], Path] = {}
+    scripts: Scripts = {}
     for t in targets:
-        for stream in (False, True):
-            body = loadgen.request_body(t.model, stream)
-            scripts[(t.name, stream)] = loadgen.write_script(
-                folder, f"{t.name}-{'s' if stream else 'ns'}", body, t.api_key
+        for stream, paced in ((False, False), (True, False), (True, True)):
+            if paced and t.paced is None:
+                continue
+            model = t.paced[1] if paced and t.paced else t.model
+            scripts[(t.name, stream, paced)] = loadgen.write_script(
+                folder, f"{t.name}-{'s' if stream else 'ns'}{'-paced' if paced else ''}",
+                loadgen.request_body(model, stream), t.api_key,
             )
     print("warming up ...", flush=True)
     for t in targets:
         for stream in (False, True):
-            loadgen.run_wrk(t.url, scripts[(t.name, stream)], 50, 1)
+            loadgen.run_wrk(t.url(), scripts[(t.name, stream, False)], 50, 1)
         loadgen.ttft_samples(t.service.port, loadgen.request_body(t.model, True), t.api_key, 20)
     for r in range(rounds):
         print(f"round {r + 1}/{rounds} (load {procs.loadavg()})", flush=True)
         for name, stream, clients in SCENARIOS:
             if only is not None and name not in only:
                 continue
+            paced = name.startswith("sp")
             for t in targets:
-                sample = measure(t, scripts, name, stream, clients, seconds)
+                if paced and t.paced is None:
+                    continue
+                sample = measure(t, scripts, name, stream, clients, seconds, paced)
                 t.samples.setdefault(name, []).append(sample)
+                cpu = sample["cpu_per_req_ms"]
                 print(f"  {name:5} {t.name:13} {sample['rate']:9.1f}/s  "
                       f"p50 {sample['p50_ms']:7.2f} ms  p99 {sample['p99_ms']:7.2f} ms  "
-                      f"cpu/req {sample['cpu_per_req_ms']:6.3f} ms", flush=True)
+                      f"cpu/req {'-' if cpu is None else f'{cpu:6.3f}'} ms", flush=True)
         for t in targets if only is None or "ttft" in only else ():
             sample = measure_ttft(t, ttft_count)
             t.samples.setdefault("ttft", []).append(sample)
@@ -178,19 +199,25 @@ def main(argv: list[str] | None = None) -> int:
         try:
             upstream = start_upstream(args.upstream, load_cpus, folder)
             services.append(upstream)
-            gateway = start_gateway(upstream, gw_cpus, folder, args.log_level)
+            paced = start_upstream("fast", load_cpus, folder, PACED_GAP_MS, "upstream-paced")
+            services.append(paced)
+            gateway = start_gateway(upstream, gw_cpus, folder, args.log_level, paced=paced)
             services.append(gateway)
+            gw_paced = (gateway.port, setup.PACED_MODEL)
             targets = [
-                Target("direct", upstream, setup.EXPLICIT_MODEL, None, cpu_measured=False),
-                Target("gateway", gateway, setup.EXPLICIT_MODEL, setup.CLIENT_KEY),
+                Target("direct", upstream, setup.EXPLICIT_MODEL, None,
+                       paced=(paced.port, setup.PACED_MODEL)),
+                Target("gateway", gateway, setup.EXPLICIT_MODEL, setup.CLIENT_KEY,
+                       paced=gw_paced),
                 Target("gateway-auto", gateway, "auto", setup.CLIENT_KEY),
             ]
             if args.ref is not None:
                 ref = start_gateway(upstream, gw_cpus, folder, args.log_level, args.ref,
-                                    name="gateway-ref")
+                                    name="gateway-ref", paced=paced)
                 services.append(ref)
                 targets.insert(1, Target("gateway-ref", ref, setup.EXPLICIT_MODEL,
-                                         setup.CLIENT_KEY))
+                                         setup.CLIENT_KEY,
+                                         paced=(ref.port, setup.PACED_MODEL)))
             litellm_note = None
             if args.litellm:
                 import bench.litellm as litellm
@@ -202,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     services.append(started)
                     targets.append(Target("litellm", started, setup.EXPLICIT_MODEL,
-                                          litellm.MASTER_KEY))
+                                          litellm.MASTER_KEY, min_seconds=10.0))
             busy_before = procs.busy_processes({s.pid for s in services})
             load_before = procs.loadavg()
             began = time.time()
@@ -214,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
                 t.name: t.service.memory_kib("VmHWM") for t in targets
             }
             if args.litellm and any(t.name == "litellm" for t in targets):
-                peaks["litellm"] = max(s["rss_kib"] for x in targets if x.name == "litellm"
-                                       for v in x.samples.values() for s in v if "rss_kib" in s)
+                peaks["litellm"] = max(s.get("rss_kib") or 0 for x in targets
+                                       if x.name == "litellm"
+                                       for v in x.samples.values() for s in v)
             busy_after = procs.busy_processes({s.pid for s in services})
             result = {
                 "label": args.label, "started": began, "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -223,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                                                        "upstream+load": sorted(load_cpus)},
                 "upstream": args.upstream, "tokens": TOKENS, "rounds": rounds,
                 "seconds": seconds, "events_per_stream": TOKENS + 4,
+                "paced_gap_ms": PACED_GAP_MS,
                 "loadavg": [load_before, procs.loadavg()],
                 "other_processes": {"before": busy_before, "after": busy_after},
                 "litellm": litellm_note, "peak_rss_kib": peaks,

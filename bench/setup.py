@@ -17,6 +17,7 @@ from pathlib import Path
 CLIENT_KEY = "bench-client-key"
 UPSTREAM_KEYS = "sk-bench-upstream-1,sk-bench-upstream-2"
 EXPLICIT_MODEL = "bench-a"
+PACED_MODEL = "bench-paced"
 MODELS = ("bench-a", "bench-b", "bench-c")
 
 
@@ -31,7 +32,8 @@ def gateway_env(base: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def gateway_config(folder: Path, port: int, upstream_url: str, log_level: str = "INFO") -> Path:
+def gateway_config(folder: Path, port: int, upstream_url: str, log_level: str = "INFO",
+                   paced_url: str | None = None) -> Path:
     """Write the gateway's TOML into `folder` and return its path."""
     models = []
     for i, model in enumerate(MODELS):
@@ -89,7 +91,30 @@ base_url = "{upstream_url}"
 api_key_env = ["BENCH_UPSTREAM_KEY"]
 timeout_secs = 30
 {''.join(models)}
+{_paced(paced_url)}
 """
     path = folder / "gateway.toml"
     path.write_text(text)
     return path
+
+
+def _paced(url: str | None) -> str:
+    """A backend whose streams are paced in time, for per-chunk CPU at one event per read."""
+    if url is None:
+        return ""
+    return f"""
+[[backends]]
+name = "paced"
+kind = "openai"
+base_url = "{url}"
+api_key_env = ["BENCH_UPSTREAM_KEY"]
+timeout_secs = 30
+
+[[models]]
+id = "{PACED_MODEL}"
+backend = "paced"
+upstream_model = "{PACED_MODEL}"
+input_per_mtok = 0.15
+output_per_mtok = 0.60
+tasks = ["embed"]  # so that model=auto never routes chat here; explicit use ignores tasks
+"""

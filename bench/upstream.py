@@ -10,7 +10,8 @@ What it sends has the shape the sim sends: chat/legacy completions with `usage`,
 a role chunk, `tokens` content chunks, a finish chunk, a usage chunk when asked and
 `data: [DONE]`. The response's `model` echoes the request's, and every response gets its own
 `id`. Stream events are written one chunked-encoding frame at a time with a yield to the
-event loop in between (a real upstream writes token by token), unless `--burst` is given.
+event loop in between (a real upstream writes token by token), unless `--burst` is given;
+`--gap-ms` spaces the events of a stream in time (a paced model: one event per read).
 
 Invariants: no blocking work per request besides one orjson parse of the body; the templates
 are the only per-model state and are built on first use (bounded by the models asked for).
@@ -129,10 +130,12 @@ def _frame(data: bytes) -> bytes:
 
 
 class UpstreamProtocol(asyncio.Protocol):
-    def __init__(self, templates: Templates, ids: itertools.count[int], burst: bool) -> None:
+    def __init__(self, templates: Templates, ids: itertools.count[int], burst: bool,
+                 gap_s: float = 0.0) -> None:
         self.templates = templates
         self.ids = ids
         self.burst = burst
+        self.gap_s = gap_s
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.streaming = False  # requests arriving during a stream wait for it (HTTP/1.1)
@@ -205,7 +208,10 @@ class UpstreamProtocol(asyncio.Protocol):
             self._serve()
             return
         self.transport.write(frame)
-        self.loop.call_soon(self._write_next, frames)
+        if self.gap_s:
+            self.loop.call_later(self.gap_s, self._write_next, frames)
+        else:
+            self.loop.call_soon(self._write_next, frames)
 
 
 def _content_length(head: bytes) -> int:
@@ -218,12 +224,12 @@ def _content_length(head: bytes) -> int:
 
 
 async def serve(host: str, port: int, tokens: int, burst: bool,
-                ready: Callable[[int], None] | None = None) -> None:
+                ready: Callable[[int], None] | None = None, gap_s: float = 0.0) -> None:
     templates = Templates(tokens)
     ids = itertools.count(1)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: UpstreamProtocol(templates, ids, burst), host, port, backlog=1024
+        lambda: UpstreamProtocol(templates, ids, burst, gap_s), host, port, backlog=1024
     )
     if ready is not None:
         ready(server.sockets[0].getsockname()[1])
@@ -237,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9200)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--burst", action="store_true", help="write a whole stream at once")
+    parser.add_argument("--gap-ms", type=float, default=0.0, help="pause between stream events")
     args = parser.parse_args(argv)
     try:
         import uvloop
@@ -246,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
         runner = uvloop.run
     try:
         runner(serve(args.host, args.port, args.tokens, args.burst,
-                     ready=lambda port: print(f"ready {port}", flush=True)))
+                     ready=lambda port: print(f"ready {port}", flush=True),
+                     gap_s=args.gap_ms / 1000))
     except KeyboardInterrupt:
         pass
     os._exit(0)

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from gateway import __version__
 from gateway.api import admin, feedback, proxy_routes, reload, system
-from gateway.api.fastpath import ProxyFastPath
+from gateway.api.fastpath import GatewayFastAPI, ProxyFastPath
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.config.models import GatewayConfig
 from gateway.errors import (
@@ -54,13 +54,13 @@ def create_app(
             uninstall_sighup()
             await runtime.stop()
 
-    app = FastAPI(
+    app = GatewayFastAPI(
         title="LLM gateway", version=__version__, lifespan=lifespan,
         docs_url=None, redoc_url=None, openapi_url=None,
     )
-    # Added first so that it runs inside RequestIdMiddleware (the last added is outermost).
-    app.add_middleware(ProxyFastPath)
     app.add_middleware(RequestIdMiddleware, in_flight=metrics.in_flight)
+    # The proxied routes skip FastAPI's per-request layers (see gateway/api/fastpath.py).
+    app.fast = RequestIdMiddleware(ProxyFastPath(app.normal_path), in_flight=metrics.in_flight)
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     for module in (proxy_routes, system, admin, reload, feedback):

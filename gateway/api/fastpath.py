@@ -12,10 +12,19 @@ stay registered.
 Invariants: the same handler as the FastAPI routes; a `GatewayError` becomes the same
 response the app's exception handler renders (`error_response`); any other exception
 propagates to `RequestIdMiddleware`'s last-resort 500, as it does through FastAPI.
+
+`GatewayFastAPI` goes one step further: FastAPI's own per-request layers (its telemetry
+check, ServerErrorMiddleware, the body-limit and exception-telemetry middleware, each with a
+`send` wrapper that every stream chunk passes through) run before any user middleware. The
+subclass hands the three routes to `fast` (RequestIdMiddleware + ProxyFastPath, built by the
+app factory) before those layers; every other request takes FastAPI's normal path. FastAPI's
+native OpenTelemetry instrumentation therefore does not see the proxied routes (the gateway
+has its own metrics); a `root_path` deployment takes the normal path.
 """
 
 from __future__ import annotations
 
+from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -55,3 +64,28 @@ class ProxyFastPath:
         except GatewayError as error:
             response = error_response(error)
         await response(scope, receive, send)
+
+
+class GatewayFastAPI(FastAPI):
+    """FastAPI that serves the proxied routes through `fast` ahead of its own layers."""
+
+    fast: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast
+        if (
+            fast is not None
+            and scope["type"] == "http"
+            and scope["path"] in ROUTES
+            and scope["method"] == "POST"
+            and not self.root_path
+            and not scope.get("root_path")
+        ):
+            scope["app"] = self  # what Starlette sets: handlers reach app.state through it
+            await fast(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def normal_path(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's own handling, whatever the route (the fast chain's fallback)."""
+        await super().__call__(scope, receive, send)

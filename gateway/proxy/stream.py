@@ -312,6 +312,8 @@ class _AttemptRelay:
             try:
                 for payload in parser.feed(raw):
                     if payload == DONE:
+                        if lazy is not None:
+                            lazy.body_done()  # the socket can be reused once the body ends
                         out += self._complete()
                         done = True
                         break

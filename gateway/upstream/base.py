@@ -44,9 +44,13 @@ class UpstreamBody(Protocol):
 @runtime_checkable
 class DeadlineBody(Protocol):
     """A body whose reader sets a loop-time deadline instead of wrapping each read in
-    asyncio.timeout: a wait past `read_deadline` raises TimeoutError (gateway/upstream/http1)."""
+    asyncio.timeout (a wait past `read_deadline` raises TimeoutError), and that can keep its
+    connection for reuse when the reader stops at the stream's last event (http1)."""
 
     read_deadline: float | None
+
+    def body_done(self) -> None:
+        """The reader has all it needs; what may still come is the message's framing."""
 
 
 class Backend(Protocol):

@@ -19,6 +19,9 @@ Invariants:
   a body that breaks off raises `BodyBroken`, an `OSError`, which the relays already treat
   like any socket error.
 - Reading pauses when more than `_HIGH_WATER` bytes are buffered and the consumer is behind.
+- A response closed before its end closes the socket at once (a client that left stops the
+  upstream), except after `body_done()`: then only framing is missing, and the socket lingers
+  up to LINGER_SECS for it so that the next request can reuse it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ import httptools
 from gateway.upstream.base import FailureKind, TransportFailure
 
 KEEPALIVE_EXPIRY_SECS = 5.0
+# After the reader said it has all it needs (`body_done`), how long the end of the message
+# (typically the chunked terminator after `data: [DONE]`) may take for the socket to be reused.
+LINGER_SECS = 1.0
 MAX_IDLE = 200
 _HIGH_WATER = 256 * 1024
 
@@ -153,7 +159,7 @@ class UpstreamResponse:
 
     __slots__ = ("status_code", "headers", "connection", "head_done", "complete", "broken",
                  "until_eof", "read_deadline", "_chunks", "_buffered", "_waiter", "_error",
-                 "_decoder", "_paused", "_timer")
+                 "_decoder", "_paused", "_timer", "_done_reading", "_linger")
 
     def __init__(self) -> None:
         self.status_code = 0
@@ -174,6 +180,8 @@ class UpstreamResponse:
         # response re-arms itself lazily, instead of one asyncio.timeout per chunk (~5 µs).
         self.read_deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._done_reading = False
+        self._linger: asyncio.TimerHandle | None = None
 
     def start(self, status: int, headers: dict[str, str]) -> None:
         self.status_code, self.headers, self.head_done = status, headers, True
@@ -185,6 +193,8 @@ class UpstreamResponse:
             self._decoder = zlib.decompressobj()
 
     def feed(self, data: bytes) -> None:
+        if self._linger is not None:
+            return  # closed by the reader: only the message's end is awaited
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > _HIGH_WATER and not self._paused and self.connection is not None:
@@ -196,13 +206,24 @@ class UpstreamResponse:
 
     def finish(self) -> None:
         self.complete = True
+        if self._linger is not None:
+            self._release()  # the message ended after its reader left: reuse the socket
+            return
         self._wake()
 
     def fail(self, error: Exception) -> None:
         if not self.complete:
             self.broken = True
             self._error = error
+            if self._linger is not None:
+                self._release()
+                return
             self._wake()
+
+    def body_done(self) -> None:
+        """The reader has every byte it needs (a stream's last event): once it closes the
+        response, the socket waits up to LINGER_SECS for the message's end to be reused."""
+        self._done_reading = True
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -266,15 +287,30 @@ class UpstreamResponse:
             self._timer = loop.call_at(deadline, self._on_deadline)
 
     async def aclose(self) -> None:
-        """Done with the response: reuse the socket if the body was read to its end."""
+        """Done with the response: reuse the socket if the body was read to its end (or, after
+        `body_done`, once it ends soon); otherwise close it, which stops the upstream."""
+        connection = self.connection
+        if (not self.complete and self._done_reading and not self.broken
+                and connection is not None and not connection.closed):
+            if self._linger is None:
+                self._chunks.clear()
+                self._linger = asyncio.get_running_loop().call_later(LINGER_SECS, self._give_up)
+            return
         if not self.complete:
             self.broken = True
+        self._release()
+
+    def _give_up(self) -> None:
+        self.broken = True
         self._release()
 
     def _release(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         connection, self.connection = self.connection, None
         if connection is not None:
             connection.release()
