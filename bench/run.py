@@ -11,7 +11,7 @@ and "sp20": 20 clients streaming from a second upstream that paces its events 2 
 that the gateway reads one event at a time (the zero-delay upstream lets several events pile
 up per read, which flatters the per-chunk cost). Prints a table of medians over the rounds
 (with min-max) and writes every raw number to bench/results/bench-<time>.json. `--long` then
-runs 100,000 requests and plots RSS.
+runs 100,000 requests and plots RSS (`--long-only`: just that).
 
 Definitions: added latency = gateway percentile - direct percentile (same round); CPU per
 request = gateway utime+stime over a run / requests completed in it; per relayed chunk = CPU
@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--litellm", action="store_true", help="also run LiteLLM's proxy")
     parser.add_argument("--long", action="store_true", help="100,000 requests, RSS plot")
     parser.add_argument("--long-requests", type=int, default=100_000)
+    parser.add_argument("--long-only", action="store_true", help="only the long run")
     parser.add_argument("--upstream", choices=("fast", "sim"), default="fast")
     parser.add_argument("--log-level", default="INFO", help="the gateway's server.log_level")
     parser.add_argument("--label", default="", help="a name for this run in the JSON")
@@ -230,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
                     services.append(started)
                     targets.append(Target("litellm", started, setup.EXPLICIT_MODEL,
                                           litellm.MASTER_KEY, min_seconds=10.0))
+            if args.long_only:
+                import bench.long as long
+
+                long.run(gateway, upstream, folder, RESULTS, args.long_requests)
+                return 0
             busy_before = procs.busy_processes({s.pid for s in services})
             load_before = procs.loadavg()
             began = time.time()
