@@ -39,7 +39,12 @@ import orjson
 from gateway.config.models import Task
 from gateway.routing.stats import QualitySignal, StatsBook
 
-DEFAULT_MAX_ENTRIES = 100_000
+# Memory must stay flat however long the gateway runs, and each entry costs ~135 bytes: the
+# ledger keeps the last 10,000 served requests of this replica (with Redis, the store keeps
+# every request for the age bound, so any replica can still take a late score), and retry
+# detection only needs the prompts of the last few thousand requests.
+DEFAULT_MAX_ENTRIES = 10_000
+DEFAULT_RETRY_ENTRIES = 5_000
 DEFAULT_MAX_AGE_SECS = 24 * 3600.0
 DEFAULT_RETRY_WINDOW_SECS = 300.0
 
@@ -172,7 +177,7 @@ class RetryDetector:
     def __init__(
         self,
         window_secs: float = DEFAULT_RETRY_WINDOW_SECS,
-        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_entries: int = DEFAULT_RETRY_ENTRIES,
     ) -> None:
         self._window = window_secs
         self._max_entries = max_entries
