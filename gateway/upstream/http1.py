@@ -37,7 +37,8 @@ import httptools
 
 from gateway.upstream.base import FailureKind, TransportFailure
 
-KEEPALIVE_EXPIRY_SECS = 5.0
+# Below uvicorn's and most servers' 5 s keep-alive, so we never reuse a socket as it closes.
+KEEPALIVE_EXPIRY_SECS = 4.0
 # After the reader said it has all it needs (`body_done`), how long the end of the message
 # (typically the chunked terminator after `data: [DONE]`) may take for the socket to be reused.
 LINGER_SECS = 1.0
