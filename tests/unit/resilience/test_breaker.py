@@ -23,18 +23,11 @@ from gateway.resilience.breaker import (
 )
 from gateway.store.memory import MemoryStore
 from gateway.store.writebehind import WriteBehind
+from tests.unit.store.store_support import FakeClock as Clock
 
 MODEL, OTHER = "m", "other"
 COOLDOWN = 10.0
 THRESHOLD = 3
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

@@ -20,17 +20,10 @@ from gateway.resilience.breaker import Admission, BreakerBoard, CircuitState
 from gateway.store.redis_store import RedisStore
 from gateway.store.writebehind import WriteBehind
 from tests.redis_server import RedisServer, running_redis
+from tests.unit.store.store_support import FakeClock as Clock
 
 MODEL = "m"
 COOLDOWN = 10.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
